@@ -1,0 +1,42 @@
+# recflow — the two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := python3 -m uv
+endif
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+AIRFLOW_PORT ?= 8793
+SERVE_PORT ?= 8000
+
+.PHONY: install demo test lint unit integration airflow serve clean help
+
+help:
+	@echo "make demo   — install, run the whole pipeline (dvc repro), print a summary"
+	@echo "make test   — lint + the whole test suite"
+	@echo "make airflow / make serve — the two long-running front doors"
+
+install:
+	@$(UV) --version >/dev/null 2>&1 || { echo "uv not found; installing it with pip…"; python3 -m pip install --quiet uv; }
+	@$(UV) sync --frozen --quiet
+	@test -d .dvc || { echo "missing .dvc/: this is not a recflow checkout"; exit 2; }
+
+demo: install
+	@$(BIN)/dvc repro
+	@$(BIN)/recflow summary
+
+lint: install
+	$(BIN)/ruff check pipeline dags tests benchmarks feature_repo
+
+test: lint
+	$(BIN)/pytest -q
+
+unit: install
+	$(BIN)/pytest -q -m "not integration"
+
+integration: install
+	$(BIN)/pytest -q -m integration
+
+clean:
+	rm -rf data models reports metrics plots logs feature_repo/data dvc.lock

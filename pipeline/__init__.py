@@ -1,0 +1,1 @@
+"""recflow: recommender pipeline for implicit feedback."""

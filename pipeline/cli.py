@@ -1,0 +1,154 @@
+"""``recflow``: one sub-command per stage, plus recommend / summary / models / rollback.
+
+Output is for people: one summary line per stage; library logs go to logs/recflow.log;
+user mistakes end with one line on stderr and exit code 2 (config) or 1 (data), no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.errors import ConfigError, RecflowError
+
+STAGES = ("ingest", "validate", "features", "materialize", "train", "evaluate", "promote")
+HELP = {
+    "ingest": "load raw events (synthetic / landing files / MovieLens) into data/events/",
+    "validate": "Great Expectations checks; bad rows → data/quarantine/",
+    "features": "DuckDB user & item feature snapshots → feature_repo/data/",
+    "materialize": "feast apply + materialize into the online store",
+    "train": "point-in-time training set from Feast; fit LightFM WARP → models/candidate/",
+    "evaluate": "candidate vs popularity vs champion on the same holdout → metrics/",
+    "promote": "evaluation gate; promote the candidate to champion when it wins",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + line)
+        sys.stderr.write(f"recflow: {message} (see 'recflow --help')\n")
+        sys.exit(2)
+
+
+def _fmt(d: dict) -> str:
+    def v(x):
+        return f"{x:.4f}" if isinstance(x, float) else str(x)
+    return ", ".join(f"{k}={v(x)}" for k, x in d.items() if not isinstance(x, (dict, list)))
+
+
+def _stage(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from pipeline.config import load_params, paths
+        from pipeline.io import write_json
+
+        p = paths()
+        params = load_params(p.params)
+        mod = importlib.import_module(f"pipeline.{name}")
+        t0 = time.perf_counter()
+        result = mod.run(params, p)
+        secs = time.perf_counter() - t0
+        write_json(p.reports / "summary" / f"{name}.json", {"seconds": round(secs, 2), "result": result})
+        line = result.get("reason") if name == "promote" else _fmt(result)
+        if name == "evaluate":
+            k = result["k"]
+            line = "  ".join(f"{m} p@{k}={result[m][f'precision@{k}']:.4f}"
+                             for m in ("candidate", "popularity", "champion") if result.get(m))
+        print(f"✓ {name:<11} {secs:6.1f}s  {line}")
+        return 0
+    return run
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params, paths
+    from pipeline.serving.recommender import Recommender
+
+    if not 1 <= args.k <= 100:
+        raise ConfigError(f"-k {args.k}: must be between 1 and 100.")
+    p = paths()
+    r = Recommender(load_params(p.params), p).recommend(args.user_id, args.k)
+    print(f"user {r.user_id}  model {r.model_version}  features={r.features_source}  cold_start={r.cold_start}")
+    for i, (it, s) in enumerate(zip(r.items, r.scores, strict=True), 1):
+        print(f"  {i:>2}. {it}  {s:.3f}")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from pipeline.summary import render
+
+    print(render())
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from pipeline import registry
+    from pipeline.config import paths
+
+    reg = paths().registry
+    champ = registry.champion(reg)
+    versions = registry.list_versions(reg)
+    if not versions:
+        print("no models registered yet; run 'dvc repro'")
+        return 0
+    for v in versions:
+        c = registry.card(reg, v)
+        m = c.get("metrics", {})
+        p = next((f"{k}={x:.4f}" for k, x in m.items() if k.startswith("precision@")), "")
+        print(f"{'*' if v == champ else ' '} {v}  {c.get('registered_at', '')[:19]}  {p}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from pipeline import registry
+    from pipeline.config import paths
+
+    v = registry.rollback(paths().registry, args.version)
+    print(f"champion is now {v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="recflow", description="Recommender pipeline for implicit feedback. "
+                 "Run the whole chain with 'dvc repro'; each stage also runs alone.")
+    ap.add_argument("--root", type=Path, help="project root (default: nearest folder with params.yaml)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="library logs on the console too")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for s in STAGES:
+        sp = sub.add_parser(s, help=HELP[s], description=HELP[s])
+        sp.set_defaults(func=_stage(s))
+    rp = sub.add_parser("recommend", help="top-k for one user through the Feast online store")
+    rp.add_argument("user_id")
+    rp.add_argument("-k", type=int, default=10, help="how many items (1..100, default 10)")
+    rp.set_defaults(func=_recommend)
+    sub.add_parser("summary", help="what the last run did: stage times, counts, metrics, samples").set_defaults(func=_summary)
+    sub.add_parser("models", help="list registered model versions (* = champion)").set_defaults(func=_models)
+    rb = sub.add_parser("rollback", help="make an earlier version the champion again")
+    rb.add_argument("version", nargs="?", help="version to restore (default: the previous champion)")
+    rb.set_defaults(func=_rollback)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.root:
+        os.environ["RECFLOW_ROOT"] = str(args.root.resolve())
+    from pipeline import logs
+    from pipeline.config import paths
+
+    logs.setup(paths().logs, args.verbose)
+    try:
+        return args.func(args)
+    except RecflowError as e:
+        sys.stderr.write(f"recflow {args.command}: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("recflow: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""params.yaml → one frozen, typed view; and the one place that knows where files live.
+
+Every stage reads its knobs from here; nothing deep in the code reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class IngestParams(_Frozen):
+    source: Literal["synthetic", "landing", "movielens"] = "synthetic"
+    path: str | None = None
+
+
+class SyntheticParams(_Frozen):
+    seed: int = 42
+    n_events: int = Field(300_000, gt=0)
+    n_users: int = Field(5_000, gt=0)
+    n_items: int = Field(10_000, gt=0)
+    n_categories: int = Field(20, gt=0)
+    days: int = Field(60, gt=0)
+    end_date: date = date(2026, 10, 31)
+    zipf_exponent: float = Field(1.1, gt=0)
+    taste_concentration: float = Field(0.15, gt=0)
+    explore_rate: float = Field(0.15, ge=0, le=1)
+    play_share: float = Field(0.35, ge=0, le=1)
+    new_user_share: float = Field(0.3, ge=0, le=1)
+    new_item_share: float = Field(0.2, ge=0, le=1)
+
+
+class WatchParams(_Frozen):
+    strong_threshold: float = Field(0.9, ge=0, le=1)
+    strong_bonus: float = 3.0
+    abandon_threshold: float = Field(0.2, ge=0, le=1)
+    abandon_penalty: float = -1.0
+
+
+class SignalParams(_Frozen):
+    weights: dict[str, float]
+    watch: WatchParams = WatchParams()
+    repeat_bonus: float = 0.5
+    half_life_days: float | None = Field(None, gt=0)
+    alpha: float = Field(1.0, gt=0)
+    epsilon: float = Field(1.0, gt=0)
+
+
+class ValidateParams(_Frozen):
+    timestamp_floor: date = date(2000, 1, 1)
+    max_quarantine_fraction: float = Field(0.1, ge=0, le=1)
+
+
+class FeatureParams(_Frozen):
+    windows_days: tuple[int, ...] = (7, 30)
+    recent_items: int = Field(50, ge=0)
+
+
+class SplitParams(_Frozen):
+    strategy: Literal["time", "leave_n_out"] = "time"
+    test_days: int = Field(7, gt=0)
+    n_out: int = Field(10, gt=0)
+    seed: int = 42
+
+
+class ModelParams(_Frozen):
+    no_components: int = Field(48, gt=0)
+    loss: Literal["warp", "bpr", "warp-kos", "logistic"] = "warp"
+    learning_rate: float = Field(0.05, gt=0)
+    epochs: int = Field(20, gt=0)
+    item_alpha: float = Field(0.0, ge=0)
+    user_alpha: float = Field(0.0, ge=0)
+    max_sampled: int = Field(30, gt=0)
+    seed: int = 42
+    num_threads: int = Field(2, gt=0)
+    user_features: tuple[Literal["top_category", "activity"], ...] = ("top_category", "activity")
+    item_features: tuple[Literal["category", "popularity"], ...] = ("category", "popularity")
+
+
+class EvaluateParams(_Frozen):
+    k: int = Field(10, gt=0)
+
+
+class GateParams(_Frozen):
+    min_delta: float = 0.0
+    max_recall_drop: float = Field(0.02, ge=0)
+    max_coverage_drop: float = Field(0.05, ge=0)
+
+
+class Params(_Frozen):
+    ingest: IngestParams = IngestParams()
+    synthetic: SyntheticParams = SyntheticParams()
+    signals: SignalParams
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    features: FeatureParams = FeatureParams()
+    split: SplitParams = SplitParams()
+    model: ModelParams = ModelParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    gate: GateParams = GateParams()
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return tuple(self.signals.weights)
+
+
+def _describe(err: ValidationError, source: Path) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"] if p != "validate_") or "(top level)"
+    key = key.replace("validate_", "validate")
+    got = first.get("input")
+    got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{source}: key '{key}': {first['msg']}{got_s}. Fix params.yaml and run again."
+
+
+def load_params(path: Path | None = None) -> Params:
+    """Read and check params.yaml; a problem raises ConfigError naming the key."""
+    path = path or paths().params
+    if not path.exists():
+        raise ConfigError(f"{path}: not found. Run from the project root or set RECFLOW_ROOT.")
+    try:
+        raw: Any = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', e)}).") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of stage groups, got {type(raw).__name__}.")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, path)) from None
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file location of the project, relative to one root."""
+
+    root: Path
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    @cached_property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def incoming(self) -> Path:
+        return self.data / "incoming"
+
+    @property
+    def events(self) -> Path:
+        return self.data / "events"
+
+    @property
+    def validated(self) -> Path:
+        return self.data / "validated"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.data / "quarantine"
+
+    @property
+    def trainset(self) -> Path:
+        return self.data / "trainset"
+
+    @property
+    def feature_repo(self) -> Path:
+        return self.root / "feature_repo"
+
+    @property
+    def feature_data(self) -> Path:
+        return self.feature_repo / "data"
+
+    @property
+    def candidate(self) -> Path:
+        return self.root / "models" / "candidate"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "models" / "registry"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+
+def project_root() -> Path:
+    """The project root: $RECFLOW_ROOT if set (the CLI's --root sets it), else the nearest
+    parent of the working directory holding params.yaml, else the package's parent."""
+    env = os.environ.get("RECFLOW_ROOT")
+    if env:
+        return Path(env).resolve()
+    cwd = Path.cwd().resolve()
+    for d in (cwd, *cwd.parents):
+        if (d / "params.yaml").exists() and (d / "dvc.yaml").exists():
+            return d
+    return Path(__file__).resolve().parent.parent
+
+
+def paths(root: Path | None = None) -> Paths:
+    return Paths((root or project_root()).resolve())

@@ -1,0 +1,92 @@
+"""Model registry on disk: immutable versions, an atomic champion pointer, a decision log.
+
+models/registry/
+  versions/v0001/   model.npz, model.json, card.json (metrics, params, data hash, git rev)
+  champion.json     {"version": "v0001", ...}   ← replaced by rename, never edited in place
+  history.jsonl     one gate decision / rollback per line
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.errors import RecflowError
+from pipeline.io import read_json, write_json
+
+CHAMPION = "champion.json"
+
+
+def versions_dir(registry: Path) -> Path:
+    return registry / "versions"
+
+
+def list_versions(registry: Path) -> list[str]:
+    d = versions_dir(registry)
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and p.name.startswith("v")) if d.exists() else []
+
+
+def champion(registry: Path) -> str | None:
+    f = registry / CHAMPION
+    return read_json(f)["version"] if f.exists() else None
+
+
+def champion_dir(registry: Path) -> Path | None:
+    v = champion(registry)
+    return versions_dir(registry) / v if v else None
+
+
+def register(registry: Path, candidate: Path, card: dict) -> str:
+    """Copy the candidate into a new immutable version (temp dir, then rename)."""
+    existing = list_versions(registry)
+    version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
+    vdir = versions_dir(registry)
+    vdir.mkdir(parents=True, exist_ok=True)
+    tmp = vdir / f".{version}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(candidate, tmp)
+    write_json(tmp / "card.json", {**card, "version": version})
+    os.replace(tmp, vdir / version)
+    return version
+
+
+def set_champion(registry: Path, version: str, reason: str) -> None:
+    """Point the champion at ``version``: one atomic rename, so readers never see a mix."""
+    if not (versions_dir(registry) / version / "model.npz").exists():
+        raise RecflowError(f"{registry}: version '{version}' not found; see 'recflow models'.")
+    write_json(registry / CHAMPION, {"version": version, "since": datetime.now(UTC).isoformat(),
+                                     "reason": reason})
+
+
+def log_decision(registry: Path, record: dict) -> None:
+    registry.mkdir(parents=True, exist_ok=True)
+    with (registry / "history.jsonl").open("a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+
+
+def history(registry: Path) -> list[dict]:
+    f = registry / "history.jsonl"
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
+
+
+def card(registry: Path, version: str) -> dict:
+    f = versions_dir(registry) / version / "card.json"
+    return read_json(f) if f.exists() else {}
+
+
+def rollback(registry: Path, version: str | None = None) -> str:
+    """Make ``version`` (default: the champion before the current one) the champion again."""
+    current = champion(registry)
+    if version is None:
+        promoted = [r["version"] for r in history(registry) if r.get("promoted") or r.get("action") == "rollback"]
+        earlier = [v for v in promoted if v != current]
+        if not earlier:
+            raise RecflowError(f"{registry}: no earlier champion to roll back to.")
+        version = earlier[-1]
+    set_champion(registry, version, reason=f"rollback from {current}")
+    log_decision(registry, {"action": "rollback", "version": version, "from": current,
+                            "at": datetime.now(UTC).isoformat()})
+    return version

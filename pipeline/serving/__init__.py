@@ -1,0 +1,1 @@
+"""Online serving: champion model + Feast online features → top-k."""

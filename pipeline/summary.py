@@ -1,0 +1,67 @@
+"""The short report ``make demo`` ends with, read from what the stages left behind."""
+
+from __future__ import annotations
+
+from pipeline import registry
+from pipeline.cli import STAGES
+from pipeline.config import load_params, paths
+from pipeline.io import read_json
+
+
+def render(n_samples: int = 3) -> str:
+    p = paths()
+    params = load_params(p.params)
+    out = ["", "recflow — last run", "=" * 60, f"{'stage':<12}{'seconds':>8}  result"]
+    total = 0.0
+    results: dict = {}
+    for s in STAGES:
+        f = p.reports / "summary" / f"{s}.json"
+        if not f.exists():
+            out.append(f"{s:<12}{'—':>8}  (not run)")
+            continue
+        d = read_json(f)
+        results[s] = d["result"]
+        total += d["seconds"]
+        out.append(f"{s:<12}{d['seconds']:>8.1f}")
+    out.append(f"{'total':<12}{total:>8.1f}")
+    out.append("-" * 60)
+    if "ingest" in results:
+        r = results["ingest"]
+        out.append(f"events generated/loaded : {r['events']:,} ({r['users']:,} users, {r['items']:,} items, source {r['source']})")
+    if "validate" in results:
+        r = results["validate"]
+        out.append(f"validation              : {r['accepted']:,} accepted, {r['quarantined']:,} quarantined")
+    if "materialize" in results:
+        r = results["materialize"]
+        out.append(f"features materialized   : {r['users']:,} users, {r['items']:,} items into the online store")
+    if "evaluate" in results:
+        r = results["evaluate"]
+        k = r["k"]
+        line = f"precision@{k}            : model {r['candidate'][f'precision@{k}']:.4f}  vs popularity {r['popularity'][f'precision@{k}']:.4f}"
+        if r.get("champion"):
+            line += f"  vs champion {r['champion'][f'precision@{k}']:.4f}"
+        out.append(line)
+    if "promote" in results:
+        r = results["promote"]
+        out.append(f"gate                    : {'PROMOTED ' + r['version'] if r['promoted'] else 'refused'} — {r['reason']}")
+    champ = registry.champion(p.registry)
+    out.append(f"champion                : {champ or 'none'}")
+    if champ:
+        from pipeline.serving.recommender import Recommender
+
+        rec = Recommender(params, p)
+        users = _sample_users(p, n_samples)
+        out.append("-" * 60)
+        out.append("sample recommendations (Feast online store → champion):")
+        for r in rec.recommend_many(users, 5):
+            out.append(f"  {r.user_id} [{r.features_source}{', cold start' if r.cold_start else ''}]: {', '.join(r.items)}")
+    return "\n".join(out)
+
+
+def _sample_users(p, n: int) -> list[str]:
+    import pandas as pd
+
+    f = p.trainset / "holdout.parquet"
+    users = sorted(pd.read_parquet(f, columns=["user_id"])["user_id"].unique()) if f.exists() else []
+    step = max(1, len(users) // n)
+    return users[::step][:n] or ["u0000001"]

@@ -1,0 +1,86 @@
+"""Stage ``train``: split, point-in-time features from Feast, LightFM WARP → models/candidate."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import pandas as pd
+from tqdm import tqdm
+
+from pipeline import store
+from pipeline.columns import Columns as C
+from pipeline.config import Params, Paths
+from pipeline.errors import DataError
+from pipeline.hybrid import item_tokens, user_tokens
+from pipeline.io import atomic_dir, read_json, write_json
+from pipeline.model import LightFMRecommender
+from pipeline.split import make_split
+
+log = logging.getLogger("recflow.train")
+USER_VIEW, ITEM_VIEW = "user_activity", "item_stats"
+
+
+def point_in_time(fs, ids: list[str], key: str, view: str, as_of: datetime) -> pd.DataFrame:
+    """Features of ``ids`` as of ``as_of`` (Feast historical retrieval with the training service)."""
+    entity_df = pd.DataFrame({key: ids, C.ts: pd.Timestamp(as_of).tz_convert("UTC")})
+    out = store.historical_view(fs, entity_df, view)
+    return out.sort_values(key).reset_index(drop=True)
+
+
+def build_trainset(params: Params, paths: Paths) -> dict:
+    """Write data/trainset/: train & holdout positives and the features at the cutoff."""
+    events = paths.validated / "events.parquet"
+    if not events.exists():
+        raise DataError(f"{events}: missing. Run 'recflow validate' first.")
+    split = make_split(events, params)
+    if split.train.empty:
+        raise DataError(f"{events}: no positive (user, item) pairs before the split cutoff {split.cutoff}.")
+    fs = store.open_store(paths)
+    users = sorted(set(split.train[C.user]) | set(split.holdout[C.user]))
+    items = sorted(set(split.train[C.item]))
+    ufeat = point_in_time(fs, users, C.user, USER_VIEW, split.cutoff)
+    ifeat = point_in_time(fs, items, C.item, ITEM_VIEW, split.cutoff)
+    meta = {"cutoff": split.cutoff.isoformat(), "strategy": params.split.strategy,
+            "train_pairs": len(split.train), "holdout_pairs": len(split.holdout),
+            "users": len(users), "items": len(items)}
+    with atomic_dir(paths.trainset) as tmp:
+        split.train.to_parquet(tmp / "train.parquet", index=False)
+        split.holdout.to_parquet(tmp / "holdout.parquet", index=False)
+        ufeat.to_parquet(tmp / "user_features.parquet", index=False)
+        ifeat.to_parquet(tmp / "item_features.parquet", index=False)
+        write_json(tmp / "meta.json", meta)
+    return meta
+
+
+def run(params: Params, paths: Paths) -> dict:
+    meta = build_trainset(params, paths)
+    ts = paths.trainset
+    train = pd.read_parquet(ts / "train.parquet")
+    utok = user_tokens(pd.read_parquet(ts / "user_features.parquet"), params.model.user_features)
+    itok = item_tokens(pd.read_parquet(ts / "item_features.parquet"), params.model.item_features)
+    curve: list[dict] = []
+    bar = tqdm(total=params.model.epochs, desc="train", unit="epoch", leave=False)
+    t0 = time.perf_counter()
+
+    def on_epoch(epoch: int, _m: LightFMRecommender) -> None:
+        curve.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3)})
+        bar.update(1)
+
+    model = LightFMRecommender(params.model).fit(train, utok, itok, on_epoch)
+    bar.close()
+    secs = time.perf_counter() - t0
+    with atomic_dir(paths.candidate) as tmp:
+        model.save(tmp, extra={"trained_at": datetime.now(UTC).isoformat(), "cutoff": meta["cutoff"],
+                               "train_pairs": meta["train_pairs"]})
+        write_json(tmp / "curve.json", curve)
+    stats = {"train_pairs": meta["train_pairs"], "users": len(model.user_ids),
+             "items": len(model.item_ids), "epochs": params.model.epochs,
+             "seconds": round(secs, 2), "seconds_per_epoch": round(secs / params.model.epochs, 3)}
+    write_json(paths.metrics / "train.json", stats)
+    return stats
+
+
+def candidate_meta(paths: Paths) -> dict:
+    return read_json(paths.candidate / "model.json")
