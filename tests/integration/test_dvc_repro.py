@@ -1,0 +1,45 @@
+"""The whole stage graph under real DVC, in a throw-away git copy of the project."""
+
+import json
+
+import pytest
+
+from tests.conftest import sh
+
+pytestmark = pytest.mark.integration
+
+
+def test_dvc_repro_end_to_end(project):
+    sh(["dvc", "repro"], project, timeout=900)
+
+    for path in ("data/events/events.parquet", "data/validated/events.parquet",
+                 "feature_repo/data/user_features.parquet", "feature_repo/data/item_features.parquet",
+                 "feature_repo/data/registry.db", "feature_repo/data/online_store.db",
+                 "models/candidate/model.npz", "models/candidate/model.json",
+                 "reports/validation.json", "plots/precision_at_k.csv"):
+        assert (project / path).exists(), path
+
+    ev = json.loads((project / "metrics/evaluation.json").read_text())
+    k = ev["k"]
+    assert ev["candidate"][f"precision@{k}"] > ev["popularity"][f"precision@{k}"]
+    champ = json.loads((project / "models/registry/champion.json").read_text())
+    assert (project / "models/registry/versions" / champ["version"] / "model.npz").exists()
+    val = json.loads((project / "reports/validation.json").read_text())
+    assert val["accepted"] + val["quarantined"] == val["rows"] > 0
+
+    # nothing changed → nothing runs
+    status = sh(["dvc", "status"], project)
+    assert "up to date" in status.stdout
+    again = sh(["dvc", "repro"], project)
+    assert "Running stage" not in again.stdout
+
+    shown = sh(["dvc", "metrics", "show"], project)
+    assert f"precision@{k}" in shown.stdout
+
+    rec = sh(["recflow", "recommend", champ and ev and "u0000001", "-k", "5"], project)
+    assert "features=online" in rec.stdout
+    assert len([ln for ln in rec.stdout.splitlines() if ln.strip()[:3].strip(". ").isdigit()]) == 5
+
+    summary = sh(["recflow", "summary"], project)
+    for word in ("ingest", "validate", "materialize", "precision@", "popularity", "champion"):
+        assert word in summary.stdout
