@@ -38,5 +38,10 @@ unit: install
 integration: install
 	$(BIN)/pytest -q -m integration
 
+serve: install
+	@test -f models/registry/champion.json || { echo "no champion yet: run 'make demo' (or dvc repro) first"; exit 2; }
+	@echo "recflow API on http://127.0.0.1:$(SERVE_PORT)  (docs: /docs) — Ctrl-C stops it"
+	@$(BIN)/uvicorn pipeline.serving.app:app_from_env --factory --host 127.0.0.1 --port $(SERVE_PORT) --log-level warning
+
 clean:
 	rm -rf data models reports metrics plots logs feature_repo/data dvc.lock

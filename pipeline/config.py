@@ -100,6 +100,17 @@ class GateParams(_Frozen):
     max_coverage_drop: float = Field(0.05, ge=0)
 
 
+class ServingParams(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+    default_k: int = Field(10, ge=1, le=100)
+    max_k: int = Field(100, ge=1)
+    max_batch: int = Field(256, ge=1)
+    max_user_id_length: int = Field(128, ge=1)
+    max_events_per_request: int = Field(1000, ge=1)
+    reload_poll_seconds: float = Field(2.0, gt=0)
+
+
 class Params(_Frozen):
     ingest: IngestParams = IngestParams()
     synthetic: SyntheticParams = SyntheticParams()
@@ -110,6 +121,7 @@ class Params(_Frozen):
     model: ModelParams = ModelParams()
     evaluate: EvaluateParams = EvaluateParams()
     gate: GateParams = GateParams()
+    serving: ServingParams = ServingParams()
 
     @property
     def event_types(self) -> tuple[str, ...]:

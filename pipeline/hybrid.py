@@ -1,50 +1,63 @@
 """Feast feature rows → LightFM feature tokens (``name=value`` strings).
 
 Numbers are bucketed on a log2 scale so a token generalises across users/items of a similar
-size; categories are used as they are. Missing features give no token.
+size; categories are used as they are. Missing features give no token. Works on a DataFrame
+or on the column dict Feast's ``get_online_features(...).to_dict()`` returns, so training and
+serving tokenise with the same code.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from pipeline.columns import Columns as C
 
 
-def _log2_bucket(x: pd.Series) -> pd.Series:
-    v = pd.to_numeric(x, errors="coerce")
-    b = np.floor(np.log2(1.0 + v.clip(lower=0)))
-    return b.astype("Int64").astype("string")
+def _missing(v: Any) -> bool:
+    return v is None or v == "" or (isinstance(v, float) and math.isnan(v)) or str(v) == "<NA>"
 
 
-_USER = {
-    "top_category": lambda df: df.get("top_category"),
-    "activity": lambda df: _log2_bucket(df["n_events"]) if "n_events" in df else None,
+def _log2_bucket(v: Any) -> str | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(x):
+        return None
+    return str(int(math.floor(math.log2(1.0 + max(x, 0.0)))))
+
+
+# token name → (source column, value → token value)
+_USER: dict[str, tuple[str, Callable[[Any], str | None]]] = {
+    "top_category": ("top_category", str),
+    "activity": ("n_events", _log2_bucket),
 }
-_ITEM = {
-    "category": lambda df: df.get(C.category),
-    "popularity": lambda df: _log2_bucket(df["pop_all"]) if "pop_all" in df else None,
+_ITEM: dict[str, tuple[str, Callable[[Any], str | None]]] = {
+    "category": (C.category, str),
+    "popularity": ("pop_all", _log2_bucket),
 }
 
 
-def _tokens(df: pd.DataFrame, key: str, which: tuple[str, ...], table: dict) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {str(k): [] for k in df[key]}
-    ids = df[key].astype(str).to_numpy()
+def _tokens(rows: Mapping[str, Sequence], key: str, which: tuple[str, ...], table: dict) -> dict[str, list[str]]:
+    ids = [str(k) for k in rows[key]]
+    out: dict[str, list[str]] = {i: [] for i in ids}
     for name in which:
-        col = table[name](df)
-        if col is None:
+        col, fn = table[name]
+        if col not in rows:
             continue
-        vals = col.astype("string")
-        for i, v in zip(ids, vals, strict=True):
-            if v is not pd.NA and v is not None and v != "" and v != "<NA>":
-                out[i].append(f"{name}={v}")
+        for i, v in zip(ids, list(rows[col]), strict=True):
+            if not _missing(v):
+                t = fn(v)
+                if t is not None:
+                    out[i].append(f"{name}={t}")
     return out
 
 
-def user_tokens(features: pd.DataFrame, which: tuple[str, ...]) -> dict[str, list[str]]:
-    return _tokens(features, C.user, which, _USER)
+def user_tokens(rows: Mapping[str, Sequence], which: tuple[str, ...]) -> dict[str, list[str]]:
+    return _tokens(rows, C.user, which, _USER)
 
 
-def item_tokens(features: pd.DataFrame, which: tuple[str, ...]) -> dict[str, list[str]]:
-    return _tokens(features, C.item, which, _ITEM)
+def item_tokens(rows: Mapping[str, Sequence], which: tuple[str, ...]) -> dict[str, list[str]]:
+    return _tokens(rows, C.item, which, _ITEM)

@@ -102,12 +102,37 @@ class LightFMRecommender:
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
 
     # ---- scoring --------------------------------------------------------------------------
+    @property
+    def item_index(self) -> dict[str, int]:
+        """item_id → column of the score matrix (built once)."""
+        if getattr(self, "_iidx_cache", None) is None:
+            self._iidx_cache = {it: j for j, it in enumerate(self.item_ids)}
+        return self._iidx_cache
+
     def known(self, user: str) -> bool:
         return user in self._uidx
 
+    def _feature_indices(self, user: str, user_tokens: dict[str, list[str]]) -> list[int]:
+        n_id = len(self._uidx)
+        cols = [self._uidx[user]] if user in self._uidx else []
+        cols += [n_id + self._utok[t] for t in user_tokens.get(user, ()) if t in self._utok]
+        return cols
+
     def user_vectors(self, users: list[str], user_tokens: dict[str, list[str]] | None) -> tuple[np.ndarray, np.ndarray]:
-        """(representations, has_signal): users with neither identity nor tokens get no signal."""
-        f = _features(users, self._uidx, user_tokens or {}, self._utok, True)
+        """(representations, has_signal): users with neither identity nor tokens get no signal.
+        A representation is the mean of the user's feature embeddings (row-normalised
+        features, as in training)."""
+        tokens = user_tokens or {}
+        if len(users) <= 64:  # serving: a gather beats building a sparse matrix
+            reps = np.zeros((len(users), self.user_emb.shape[1]), dtype=np.float32)
+            has = np.zeros(len(users), dtype=bool)
+            for r, u in enumerate(users):
+                cols = self._feature_indices(u, tokens)
+                if cols:
+                    reps[r] = self.user_emb[cols].mean(axis=0)
+                    has[r] = True
+            return reps, has
+        f = _features(users, self._uidx, tokens, self._utok, True)
         has = np.asarray(f.getnnz(axis=1) > 0)
         return np.asarray(f @ self.user_emb, dtype=np.float32), has
 
@@ -121,8 +146,9 @@ class LightFMRecommender:
 
     def recommend(self, users: list[str], k: int, exclude: dict[str, set[str]] | None = None,
                   user_tokens: dict[str, list[str]] | None = None, batch: int = 2048) -> pd.DataFrame:
+        index = self.item_index
         parts = [top_k(users[s:s + batch], self.item_ids,
-                       self.scores(users[s:s + batch], user_tokens), k, exclude)
+                       self.scores(users[s:s + batch], user_tokens), k, exclude, index)
                  for s in range(0, len(users), batch)]
         return pd.concat(parts, ignore_index=True) if parts else top_k([], self.item_ids, np.zeros((0, 0)), k)
 

@@ -8,9 +8,9 @@ import pandas as pd
 from pipeline.columns import Columns as C
 
 
-def exclusion_mask(users: list[str], item_index: dict[str, int], exclude: dict[str, set[str]] | None,
-                   n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """(row, col) coordinates of excluded (user, item) cells."""
+def exclusion_cells(users: list[str], item_index: dict[str, int],
+                    exclude: dict[str, set[str]] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) coordinates of excluded (user, item) cells; unknown items are ignored."""
     rows: list[int] = []
     cols: list[int] = []
     if exclude:
@@ -23,22 +23,29 @@ def exclusion_mask(users: list[str], item_index: dict[str, int], exclude: dict[s
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
 
 
-def top_k(users: list[str], item_ids: np.ndarray, scores: np.ndarray, k: int,
-          exclude: dict[str, set[str]] | None = None) -> pd.DataFrame:
-    """Rows (user_id, item_id, score, rank) for the k best non-excluded items of each user."""
-    n_items = len(item_ids)
-    if not users or n_items == 0:
-        return pd.DataFrame({C.user: [], C.item: [], C.score: [], C.rank: []})
+def top_k_indices(scores: np.ndarray, k: int, excluded: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(item indices, scores), each (n_users × min(k, n_items)), best first; excluded cells
+    score -inf and sort last. ``scores`` is not modified."""
     s = np.array(scores, dtype=np.float32, copy=True)
-    index = {it: j for j, it in enumerate(item_ids)}
-    r, c = exclusion_mask(users, index, exclude, n_items)
-    s[r, c] = -np.inf
-    kk = min(k, n_items)
-    part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+    if excluded is not None and len(excluded[0]):
+        s[excluded] = -np.inf
+    kk = min(k, s.shape[1])
+    part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < s.shape[1] else np.tile(np.arange(kk), (len(s), 1))
     ps = np.take_along_axis(s, part, axis=1)
     order = np.argsort(-ps, axis=1, kind="stable")
-    idx = np.take_along_axis(part, order, axis=1)
-    sc = np.take_along_axis(ps, order, axis=1)
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(ps, order, axis=1)
+
+
+def top_k(users: list[str], item_ids: np.ndarray, scores: np.ndarray, k: int,
+          exclude: dict[str, set[str]] | None = None,
+          item_index: dict[str, int] | None = None) -> pd.DataFrame:
+    """Rows (user_id, item_id, score, rank) for the k best non-excluded items of each user."""
+    if not users or len(item_ids) == 0:
+        return pd.DataFrame({C.user: [], C.item: [], C.score: [], C.rank: []})
+    index = item_index if item_index is not None else {it: j for j, it in enumerate(item_ids)}
+    idx, sc = top_k_indices(scores, k, exclusion_cells(users, index, exclude))
+    kk = idx.shape[1]
     keep = np.isfinite(sc)
     u = np.repeat(np.asarray(users, dtype=object), kk).reshape(len(users), kk)
     ranks = np.tile(np.arange(1, kk + 1), (len(users), 1))

@@ -72,3 +72,18 @@ def movielens() -> Path:
     if not (d / "ratings.csv").exists():
         pytest.skip(f"{d} not present")
     return d
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory) -> Path:
+    """One tiny project copy on which `dvc repro` has run; read-only for its users
+    (copy it with `clone_built` before changing anything)."""
+    root = copy_project(tmp_path_factory.mktemp("built") / "proj")
+    sh(["dvc", "repro"], root, timeout=900)
+    return root
+
+
+def clone_built(built: Path, dest: Path) -> Path:
+    """A private copy of a built project (data, models, online store included)."""
+    shutil.copytree(built, dest, symlinks=True)
+    return dest

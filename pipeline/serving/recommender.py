@@ -6,13 +6,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import pandas as pd
+import numpy as np
 
 from pipeline import registry, store
+from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
 from pipeline.errors import RecflowError
 from pipeline.hybrid import user_tokens
 from pipeline.model import LightFMRecommender
+from pipeline.ranking import exclusion_cells, top_k_indices
 
 log = logging.getLogger("recflow.serving")
 
@@ -36,6 +38,7 @@ class Recommender:
         self.store = feature_store or store.open_store(paths)
         self.version: str | None = None
         self.model: LightFMRecommender | None = None
+        self._fs_service = None
         self.reload()
 
     def reload(self) -> bool:
@@ -50,44 +53,46 @@ class Recommender:
         log.debug("serving model %s", version)
         return True
 
-    def online_features(self, users: list[str]) -> tuple[pd.DataFrame | None, str]:
+    def _service(self):
+        if self._fs_service is None:  # resolving it from the registry costs ~20 ms: once
+            self._fs_service = self.store.get_feature_service(store.SERVING_SERVICE)
+        return self._fs_service
+
+    def online_features(self, users: list[str]) -> tuple[dict[str, list] | None, str]:
+        """Feast online features as a column dict, or (None, "fallback") when unreachable."""
         try:
-            return store.online_users(self.store, users), "online"
+            out = self.store.get_online_features(
+                features=self._service(), entity_rows=[{C.user: u} for u in users]).to_dict()
+            return out, "online"
         except Exception as e:  # noqa: BLE001 - an unreachable store must not fail the request
-            log.warning("online store unavailable (%s); serving popularity", type(e).__name__)
+            log.warning("online store unavailable (%s: %s); serving popularity", type(e).__name__, e)
             return None, "fallback"
 
     def recommend(self, user_id: str, k: int) -> Recommendation:
         return self.recommend_many([user_id], k)[0]
 
     def recommend_many(self, users: list[str], k: int) -> list[Recommendation]:
-        model, version = self.model, self.version
+        model, version = self.model, self.version  # one consistent pair even if reload() runs
         assert model is not None and version is not None
         t0 = time.perf_counter()
         feats, source = self.online_features(users)
         t1 = time.perf_counter()
         tokens: dict[str, list[str]] = {}
         exclude: dict[str, set[str]] = {}
-        has_features: dict[str, bool] = {u: False for u in users}
         if feats is not None:
-            present = feats[feats["n_events"].notna()] if "n_events" in feats else feats.iloc[0:0]
-            tokens = user_tokens(present, self.params.model.user_features)
-            for u, rec in zip(present["user_id"], present.get("recent_items", pd.Series(dtype=str)), strict=False):
-                exclude[u] = set(filter(None, str(rec or "").split(",")))
-                has_features[u] = True
-        recs = model.recommend(users, k, exclude=exclude, user_tokens=tokens)
+            tokens = user_tokens(feats, self.params.model.user_features)
+            for u, recent in zip(feats[C.user], feats.get("recent_items") or [], strict=False):
+                if recent:
+                    exclude[u] = set(str(recent).split(","))
+        idx, sc = top_k_indices(model.scores(users, tokens), k,
+                                exclusion_cells(users, model.item_index, exclude))
         t2 = time.perf_counter()
+        timings = {"lookup_ms": (t1 - t0) * 1e3, "scoring_ms": (t2 - t1) * 1e3}
         out = []
-        by_user = dict(tuple(recs.groupby("user_id", sort=False)))
-        for u in users:
-            r = by_user.get(u)
+        for r, u in enumerate(users):
+            ok = np.isfinite(sc[r])
             out.append(Recommendation(
-                user_id=u,
-                items=[] if r is None else r["item_id"].tolist(),
-                scores=[] if r is None else [float(s) for s in r["score"]],
-                model_version=version,
-                features_source=source,
-                cold_start=not model.known(u),
-                timings_ms={"lookup": (t1 - t0) * 1e3, "scoring": (t2 - t1) * 1e3},
-            ))
+                user_id=u, items=model.item_ids[idx[r][ok]].tolist(), scores=sc[r][ok].tolist(),
+                model_version=version, features_source=source, cold_start=not model.known(u),
+                timings_ms=timings))
         return out

@@ -9,8 +9,8 @@ from tests.conftest import sh
 pytestmark = pytest.mark.integration
 
 
-def test_dvc_repro_end_to_end(project):
-    sh(["dvc", "repro"], project, timeout=900)
+def test_dvc_repro_end_to_end(built_project):
+    project = built_project
 
     for path in ("data/events/events.parquet", "data/validated/events.parquet",
                  "feature_repo/data/user_features.parquet", "feature_repo/data/item_features.parquet",
@@ -36,7 +36,7 @@ def test_dvc_repro_end_to_end(project):
     shown = sh(["dvc", "metrics", "show"], project)
     assert f"precision@{k}" in shown.stdout
 
-    rec = sh(["recflow", "recommend", champ and ev and "u0000001", "-k", "5"], project)
+    rec = sh(["recflow", "recommend", "u0000001", "-k", "5"], project)
     assert "features=online" in rec.stdout
     assert len([ln for ln in rec.stdout.splitlines() if ln.strip()[:3].strip(". ").isdigit()]) == 5
 

@@ -1,0 +1,171 @@
+"""FastAPI service: a user's top-k with an online Feast lookup; hot reload on promotion.
+
+Run with ``make serve`` (uvicorn, loopback). The model swap is a single reference
+assignment inside ``Recommender.reload``, so in-flight requests finish on the model they
+started with and none is dropped.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from pipeline import registry
+from pipeline.config import Params, load_params
+from pipeline.config import paths as project_paths
+from pipeline.errors import RecflowError
+from pipeline.serving.recommender import Recommendation, Recommender
+
+log = logging.getLogger("recflow.serving")
+
+
+class ItemScore(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendationOut(BaseModel):
+    user_id: str
+    items: list[ItemScore]
+    model_version: str
+    features_source: str = Field(description="'online' (Feast online store) or 'fallback' (popularity)")
+    cold_start: bool
+
+
+class BatchIn(BaseModel):
+    user_ids: list[str] = Field(min_length=1)
+    k: int | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[RecommendationOut]
+
+
+def _out(r: Recommendation) -> RecommendationOut:
+    return RecommendationOut(
+        user_id=r.user_id, items=[ItemScore(item_id=i, score=s) for i, s in zip(r.items, r.scores, strict=True)],
+        model_version=r.model_version, features_source=r.features_source, cold_start=r.cold_start,
+    )
+
+
+def create_app(root: Path | None = None, params: Params | None = None) -> FastAPI:
+    p = project_paths(root)
+    params = params or load_params(p.params)
+    sp = params.serving
+    state: dict = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state["rec"] = Recommender(params, p)
+        task = asyncio.create_task(_watch(state["rec"], sp.reload_poll_seconds))
+        yield
+        task.cancel()
+
+    app = FastAPI(title="recflow", version="1", lifespan=lifespan,
+                  description="Top-k recommendations from implicit feedback, with Feast online features.")
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return JSONResponse(status_code=422, content={"error": f"{where}: {first.get('msg', 'invalid request')}",
+                                                      "details": [{"loc": e.get("loc"), "msg": e.get("msg")} for e in errs][:10]})
+
+    @app.exception_handler(RecflowError)
+    async def _user_error(request: Request, exc: RecflowError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"error": str(exc)})
+
+    def rec() -> Recommender:
+        return state["rec"]
+
+    @app.get("/recommendations/{user_id}", response_model=RecommendationOut)
+    def recommendations(
+        user_id: Annotated[str, PathParam(min_length=1, max_length=sp.max_user_id_length)],
+        k: Annotated[int, Query(ge=1, le=sp.max_k)] = sp.default_k,
+    ) -> RecommendationOut:
+        if not user_id.strip():
+            raise HTTPException(422, detail="user_id must not be blank")
+        return _out(rec().recommend(user_id, k))
+
+    @app.post("/recommendations:batch", response_model=BatchOut)
+    def recommendations_batch(body: BatchIn) -> BatchOut:
+        k = body.k if body.k is not None else sp.default_k
+        if not 1 <= k <= sp.max_k:
+            raise HTTPException(422, detail=f"k must be between 1 and {sp.max_k}")
+        if len(body.user_ids) > sp.max_batch:
+            raise HTTPException(413, detail=f"at most {sp.max_batch} user_ids per request, got {len(body.user_ids)}")
+        bad = [u for u in body.user_ids if not u.strip() or len(u) > sp.max_user_id_length]
+        if bad:
+            raise HTTPException(422, detail=f"invalid user_id(s): {bad[:3]!r} (1..{sp.max_user_id_length} chars)")
+        return BatchOut(results=[_out(r) for r in rec().recommend_many(body.user_ids, k)])
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        r = rec()
+        _, source = r.online_features(["__readyz__"])
+        ok = r.model is not None and source == "online"
+        body = {"ready": ok, "model_version": r.version, "online_store": source == "online"}
+        return JSONResponse(status_code=200 if ok else 503, content=body)
+
+    @app.get("/model")
+    def model() -> dict:
+        r = rec()
+        card = registry.card(p.registry, r.version) if r.version else {}
+        return {"version": r.version, "metrics": card.get("metrics"), "baseline": card.get("baseline"),
+                "params": card.get("params"),
+                "lineage": {k: card.get(k) for k in ("data_sha256", "data_dvc_md5", "git_rev", "cutoff", "registered_at")}}
+
+    @app.post("/admin/reload")
+    def reload() -> dict:
+        changed = rec().reload()
+        return {"reloaded": changed, "model_version": rec().version}
+
+    app.state.recflow = state
+    return app
+
+
+async def _watch(rec: Recommender, every: float) -> None:
+    """Poll the champion pointer; swap the model when a new one is promoted."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            t0 = time.perf_counter()
+            if await asyncio.to_thread(rec.reload):
+                log.info("reloaded champion %s in %.2fs", rec.version, time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001 - keep serving the current model
+            log.warning("reload failed, keeping %s: %s", rec.version, e)
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (``--factory``): the project root comes from $RECFLOW_ROOT or the cwd."""
+    return create_app()
+
+
+def main() -> None:
+    import uvicorn
+
+    from pipeline import logs
+
+    p = project_paths()
+    params = load_params(p.params)
+    logs.setup(p.logs)
+    uvicorn.run(create_app(p.root, params), host=params.serving.host, port=params.serving.port,
+                log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

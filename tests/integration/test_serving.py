@@ -1,0 +1,214 @@
+"""The serving API on a built tiny project: real Feast online store, real champion."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline import registry, store
+from pipeline.columns import Columns as C
+from pipeline.config import load_params, paths
+from pipeline.hybrid import user_tokens
+from pipeline.model import LightFMRecommender
+from pipeline.serving.app import create_app
+from tests.conftest import clone_built, run_env
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def client(built_project):
+    with TestClient(create_app(built_project)) as c:
+        yield c
+
+
+def _users(root: Path, n: int) -> list[str]:
+    ev = pd.read_parquet(root / "data/validated/events.parquet", columns=[C.user])
+    return sorted(ev[C.user].unique())[:n]
+
+
+def test_known_user_gets_online_features_and_k_items(client, built_project):
+    u = _users(built_project, 1)[0]
+    r = client.get(f"/recommendations/{u}", params={"k": 7})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["features_source"] == "online" and body["cold_start"] is False
+    assert len(body["items"]) == 7
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    champ = json.loads((built_project / "models/registry/champion.json").read_text())["version"]
+    assert body["model_version"] == champ
+
+
+def test_seen_items_are_not_recommended(client, built_project):
+    p = paths(built_project)
+    fs = store.open_store(p)
+    for u in _users(built_project, 5):
+        online = store.online_users(fs, [u])
+        recent = set(str(online["recent_items"][0]).split(","))
+        items = {i["item_id"] for i in client.get(f"/recommendations/{u}?k=20").json()["items"]}
+        assert recent and not (items & recent)
+
+
+def test_unknown_user_is_cold_start_popularity(client, built_project):
+    body = client.get("/recommendations/never-seen-user?k=5").json()
+    assert body["cold_start"] is True and len(body["items"]) == 5
+    train = pd.read_parquet(built_project / "data/trainset/train.parquet")
+    top = train.groupby(C.item)[C.user].nunique().sort_values(ascending=False)
+    assert body["items"][0]["item_id"] in set(top.index[:5])
+
+
+def test_api_matches_offline_scoring(client, built_project):
+    """Top-k from the API == the champion scored offline on the same (offline) features."""
+    p = paths(built_project)
+    params = load_params(p.params)
+    model = LightFMRecommender.load(registry.champion_dir(p.registry))
+    users = _users(built_project, 8)
+    feats = pd.read_parquet(p.feature_data / "user_features.parquet")
+    latest = feats.sort_values(C.ts).groupby(C.user).tail(1)
+    latest = latest[latest[C.user].isin(users)]
+    tokens = user_tokens(latest, params.model.user_features)
+    exclude = {u: set(r.split(",")) for u, r in zip(latest[C.user], latest["recent_items"], strict=True) if r}
+    offline = model.recommend(users, 10, exclude=exclude, user_tokens=tokens)
+    for u in users:
+        api = [i["item_id"] for i in client.get(f"/recommendations/{u}?k=10").json()["items"]]
+        assert api == offline[offline[C.user] == u][C.item].tolist()
+
+
+def test_batch(client, built_project):
+    us = _users(built_project, 3) + ["nobody"]
+    r = client.post("/recommendations:batch", json={"user_ids": us, "k": 4})
+    assert r.status_code == 200
+    res = r.json()["results"]
+    assert [x["user_id"] for x in res] == us and all(len(x["items"]) == 4 for x in res)
+    single = client.get(f"/recommendations/{us[0]}?k=4").json()["items"]
+    assert [i["item_id"] for i in res[0]["items"]] == [i["item_id"] for i in single]
+    assert np.allclose([i["score"] for i in res[0]["items"]], [i["score"] for i in single], rtol=1e-5)
+
+
+@pytest.mark.parametrize("method, url, kwargs, status", [
+    ("get", "/recommendations/u1?k=0", {}, 422),
+    ("get", "/recommendations/u1?k=101", {}, 422),
+    ("get", "/recommendations/u1?k=ten", {}, 422),
+    ("get", "/recommendations/" + "x" * 500, {}, 422),
+    ("get", "/recommendations/%20%20", {}, 422),
+    ("post", "/recommendations:batch", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422),
+    ("post", "/recommendations:batch", {"content": b'{"user_ids": ["a"]}', "headers": {"content-type": "text/plain"}}, 422),
+    ("post", "/recommendations:batch", {"json": {"user_ids": []}}, 422),
+    ("post", "/recommendations:batch", {"json": {"user_ids": ["a"] * 1000}}, 413),
+    ("post", "/recommendations:batch", {"json": {"user_ids": ["a"], "k": 0}}, 422),
+    ("post", "/recommendations:batch", {"json": {"user_ids": [""]}}, 422),
+])
+def test_bad_requests_are_4xx_with_a_message(client, method, url, kwargs, status):
+    r = getattr(client, method)(url, **kwargs)
+    assert r.status_code == status
+    body = r.json()
+    assert body.get("error") or body.get("detail")
+
+
+def test_health_ready_model(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["online_store"] is True
+    m = client.get("/model").json()
+    assert m["version"] and m["metrics"] and "data_sha256" in m["lineage"]
+
+
+def test_online_store_unreachable_falls_back_to_popularity(built_project, tmp_path):
+    proj = clone_built(built_project, tmp_path / "p")
+    (proj / "feature_repo/data/online_store.db").unlink()
+    os.mkdir(proj / "feature_repo/data/online_store.db")  # a directory: sqlite cannot open it
+    with TestClient(create_app(proj)) as c:
+        r = c.get(f"/recommendations/{_users(proj, 1)[0]}?k=5")
+        assert r.status_code == 200
+        assert r.json()["features_source"] == "fallback" and len(r.json()["items"]) == 5
+        assert c.get("/readyz").status_code == 503
+
+
+def test_hot_reload_swaps_model_without_dropping_requests(built_project, tmp_path):
+    proj = clone_built(built_project, tmp_path / "p")
+    p = paths(proj)
+    old = registry.champion(p.registry)
+    user = _users(proj, 1)[0]
+    with TestClient(create_app(proj)) as c:
+        errors: list[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                r = c.get(f"/recommendations/{user}?k=5")
+                if r.status_code != 200:
+                    errors.append(r.status_code)
+
+        t = threading.Thread(target=hammer)
+        t.start()
+        try:
+            new = registry.register(p.registry, registry.champion_dir(p.registry), {"note": "test"})
+            registry.set_champion(p.registry, new, "test reload")
+            assert c.post("/admin/reload").json() == {"reloaded": True, "model_version": new}
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            t.join(10)
+        assert not errors
+        assert c.get(f"/recommendations/{user}").json()["model_version"] == new != old
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_server_keeps_answering_good_requests_under_bad_load(built_project):
+    port = _free_port()
+    env = {**run_env(built_project), "RECFLOW_ROOT": str(built_project)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "pipeline.serving.app:app_from_env", "--factory",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=built_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("server did not start")
+        users = _users(built_project, 20)
+        good, bad = [], []
+        with httpx.Client(base_url=base, timeout=10) as h:
+            for i in range(300):
+                if i % 3 == 0:
+                    r = h.post("/recommendations:batch", content=b"\x00garbage", headers={"content-type": "application/json"})
+                    bad.append(r.status_code)
+                elif i % 3 == 1:
+                    bad.append(h.get(f"/recommendations/{users[i % 20]}?k=-3").status_code)
+                else:
+                    good.append(h.get(f"/recommendations/{users[i % 20]}?k=10").status_code)
+        assert set(good) == {200}
+        assert all(400 <= s < 500 for s in bad)
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    assert proc.returncode is not None
