@@ -56,7 +56,7 @@ def _stage(name: str) -> Callable[[argparse.Namespace], int]:
         if name == "evaluate":
             k = result["k"]
             line = "  ".join(f"{m} p@{k}={result[m][f'precision@{k}']:.4f}"
-                             for m in ("candidate", "popularity", "champion") if result.get(m))
+                             for m in ("candidate", "popularity", "als", "champion") if result.get(m))
         print(f"✓ {name:<11} {secs:6.1f}s  {line}")
         return 0
     return run

@@ -18,13 +18,21 @@ def _log2_bucket(x: pd.Series) -> pd.Series:
     return b.astype("Int64").astype("string")
 
 
+def _decile(x: pd.Series) -> pd.Series:
+    """Rates in [0, 1] → 0..10 (rates above 1, e.g. repeat purchases, land in 10)."""
+    v = pd.to_numeric(x, errors="coerce").clip(0, 1)
+    return np.floor(v * 10).astype("Int64").astype("string")
+
+
 _USER = {
     "top_category": lambda df: df.get("top_category"),
     "activity": lambda df: _log2_bucket(df["n_events"]) if "n_events" in df else None,
+    "recency": lambda df: _log2_bucket(df["recency_days"]) if "recency_days" in df else None,
 }
 _ITEM = {
     "category": lambda df: df.get(C.category),
     "popularity": lambda df: _log2_bucket(df["pop_all"]) if "pop_all" in df else None,
+    "conversion": lambda df: _decile(df["conversion_rate"]) if "conversion_rate" in df else None,
 }
 
 
