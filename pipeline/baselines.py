@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from itertools import product
 from pathlib import Path
 
@@ -76,8 +75,8 @@ class ALS:
 
     def fit(self, train: pd.DataFrame, user_tokens: dict | None = None,
             item_tokens: dict | None = None) -> ALS:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns (and slows) otherwise
         from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
 
         self.user_ids = np.asarray(sorted(train[C.user].astype(str).unique()), dtype=object)
         self.item_ids = np.asarray(sorted(train[C.item].astype(str).unique()), dtype=object)
@@ -88,10 +87,12 @@ class ALS:
             np.ones(len(train), dtype=np.float32)
         ui = sp.csr_matrix((w, (r, c)), shape=(len(self.user_ids), len(self.item_ids)))
         cfg = self.config
-        m = AlternatingLeastSquares(factors=cfg["factors"], regularization=cfg["regularization"],
-                                    alpha=cfg["alpha"], iterations=cfg["iterations"],
-                                    random_state=cfg["seed"], num_threads=cfg["num_threads"])
-        m.fit(ui, show_progress=False)
+        # implicit parallelises itself; a BLAS thread pool underneath only fights it (and warns).
+        with threadpool_limits(1, "blas"):
+            m = AlternatingLeastSquares(factors=cfg["factors"], regularization=cfg["regularization"],
+                                        alpha=cfg["alpha"], iterations=cfg["iterations"],
+                                        random_state=cfg["seed"], num_threads=cfg["num_threads"])
+            m.fit(ui, show_progress=False)
         self.user_factors = np.asarray(m.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(m.item_factors, dtype=np.float32)
         self.popularity = _popularity(train, self.item_ids)

@@ -31,7 +31,7 @@ def decide(ev: dict, gate: GateParams) -> tuple[bool, str]:
             return True, f"first model: {p} {cand[p]:.4f} beats popularity {pop:.4f}"
         return False, f"first model: {p} {cand[p]:.4f} does not beat popularity {pop:.4f}"
     need = champ[p] + gate.min_delta
-    if cand[p] < need:
+    if cand[p] < need - 1e-12:  # exactly champion + min_delta passes despite float rounding
         return False, (f"{p} {cand[p]:.4f} < champion {champ[p]:.4f} + min_delta {gate.min_delta}")
     if cand[r] < champ[r] - gate.max_recall_drop:
         return False, f"guardrail: {r} {cand[r]:.4f} dropped more than {gate.max_recall_drop} below {champ[r]:.4f}"
