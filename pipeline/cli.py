@@ -97,7 +97,10 @@ def _models(args: argparse.Namespace) -> int:
         c = registry.card(reg, v)
         m = c.get("metrics", {})
         p = next((f"{k}={x:.4f}" for k, x in m.items() if k.startswith("precision@")), "")
-        print(f"{'*' if v == champ else ' '} {v}  {c.get('registered_at', '')[:19]}  {p}")
+        data = c.get("data") or {}
+        h = (data.get("md5") or data.get("sha256") or "")[:10]
+        print(f"{'*' if v == champ else ' '} {v}  {c.get('registered_at', '')[:19]}  {p}  "
+              f"data={h or '?'}  git={(c.get('git_rev') or '?')[:8]}")
     return 0
 
 

@@ -171,3 +171,24 @@ def ev(cand: tuple, champ: tuple | None, pop: float = 0.05) -> dict:
 def test_decide_table(e, promoted, word):
     ok, reason = promote.decide(e, GATE)
     assert ok is promoted and word in reason
+
+
+def test_cli_models_and_rollback(root, capsys, monkeypatch):
+    from pipeline.cli import main
+
+    monkeypatch.setenv("RECFLOW_ROOT", str(root.root))   # main() sets it; undone after the test
+    challenger(root, epochs=3)
+    promote.run(PARAMS, root)
+    challenger(root, epochs=10)
+    promote.run(PARAMS, root)
+    capsys.readouterr()
+    assert main(["--root", str(root.root), "models"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].split()[0] == "v0001" and out[1].split()[:2] == ["*", "v0002"]
+    assert all("precision@10=" in ln and "data=" in ln for ln in out)
+    assert main(["--root", str(root.root), "rollback"]) == 0
+    assert "champion is now v0001" in capsys.readouterr().out
+    assert main(["--root", str(root.root), "rollback", "v0009"]) == 1
+    err = capsys.readouterr().err
+    assert "v0009" in err and len(err.strip().splitlines()) == 1
+    assert registry.champion(root.registry) == "v0001"
