@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.baselines import ALS, Popularity, tune_als  # noqa: E402
 from pipeline.columns import Columns as C  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline.config import ModelParams, load_params  # noqa: E402
 from pipeline.evaluate import score  # noqa: E402
 from pipeline.loaders import load_movielens  # noqa: E402
 from pipeline.model import LightFMRecommender, fit_early_stopping  # noqa: E402
@@ -62,6 +62,8 @@ def tokens(data: Path, train: pd.DataFrame) -> tuple[dict, dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "ml-latest-small")
+    ap.add_argument("--identity-row", action="store_true",
+                    help="also measure the project's model without feature tokens")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a model.* key of params.yaml for the project's row")
     args = ap.parse_args()
@@ -71,8 +73,9 @@ def main() -> int:
 
     base = load_params(ROOT / "params.yaml")
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    model_params = ModelParams.model_validate({**base.model.model_dump(), **overrides})
     params = base.model_copy(update={
-        "model": base.model.model_copy(update=overrides),
+        "model": model_params,
         "split": base.split.model_copy(update={"strategy": "leave_n_out", "n_out": N_OUT, "seed": SEED}),
     })
 
@@ -126,6 +129,13 @@ def main() -> int:
             f"{m.no_components} comps, lr {m.learning_rate}, max_sampled {m.max_sampled}, "
             f"α {m.item_alpha}/{m.user_alpha}, best epoch {best}/{len(curve)}"
             f"{' + refit' if m.refit else ''}, genres+pop / activity tokens")
+
+    if args.identity_row:
+        t0 = time.perf_counter()
+        model, curve, best = fit_early_stopping(m, fit_part, val, None, None, K, full_train=train)
+        secs = time.perf_counter() - t0
+        measure("same, identity only (no tokens)", model, secs,
+                len(curve) + (best if m.refit else 0), f"best epoch {best}/{len(curve)}")
 
     pop_p = rows[0]["p"]
     print(f"MovieLens latest-small, leave-{N_OUT}-out (seed {SEED}), {pairs[C.user].nunique()} users, "
