@@ -89,6 +89,7 @@ class ModelParams(_Frozen):
     user_features: tuple[Literal["top_category", "activity", "recency"], ...] = ("top_category", "activity")
     item_features: tuple[Literal["category", "popularity", "conversion"], ...] = ("category", "popularity")
     learning_schedule: Literal["adagrad", "adadelta"] = "adagrad"
+    token_weight: float = Field(1.0, gt=0)   # feature tokens' total weight beside identity (1)
     validation_days: int = Field(3, gt=0)     # time split: last N days of train = validation
     validation_n: int = Field(5, gt=0)        # leave_n_out split: N per user = validation
     patience: int = Field(3, gt=0)            # epochs without a better validation score

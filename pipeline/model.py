@@ -25,20 +25,27 @@ ARRAYS = ("user_emb", "user_bias", "item_repr", "item_bias", "popularity")
 
 
 def _features(ids: list[str], id_index: dict[str, int], tokens: dict[str, list[str]],
-              tok_index: dict[str, int], with_identity: bool) -> sp.csr_matrix:
-    """Row-normalised (len(ids) × (|identity| + |tokens|)) matrix, LightFM's feature layout."""
+              tok_index: dict[str, int], with_identity: bool,
+              token_weight: float = 1.0) -> sp.csr_matrix:
+    """(len(ids) × (|identity| + |tokens|)) matrix, LightFM's feature layout, rows summing to 1.
+
+    The identity feature weighs 1 and a row's tokens ``token_weight`` together, before the row
+    is normalised: a small ``token_weight`` keeps known users/items close to pure collaborative
+    filtering while entities without identity (new users) still get a features-only vector.
+    """
     n_id = len(id_index)
-    rows, cols = [], []
+    rows, cols, vals = [], [], []
     for r, e in enumerate(ids):
         if with_identity and e in id_index:
             rows.append(r)
             cols.append(id_index[e])
-        for t in tokens.get(e, ()):
-            j = tok_index.get(t)
-            if j is not None:
-                rows.append(r)
-                cols.append(n_id + j)
-    m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
+            vals.append(1.0)
+        toks = [tok_index[t] for t in tokens.get(e, ()) if t in tok_index]
+        for j in toks:
+            rows.append(r)
+            cols.append(n_id + j)
+            vals.append(token_weight / len(toks))
+    m = sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
                       shape=(len(ids), n_id + len(tok_index)))
     norm = np.asarray(m.sum(axis=1)).ravel()
     norm[norm == 0] = 1.0
@@ -78,8 +85,9 @@ class LightFMRecommender:
         iidx = {i: j for j, i in enumerate(self.item_ids)}
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
         itok = {t: j for j, t in enumerate(self.item_vocab)}
-        uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, True)
-        itf = _features(list(self.item_ids), iidx, item_tokens, itok, True)
+        uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, True,
+                       p.token_weight)
+        itf = _features(list(self.item_ids), iidx, item_tokens, itok, True, p.token_weight)
         r = train[C.user].astype(str).map(self._uidx).to_numpy()
         c = train[C.item].astype(str).map(iidx).to_numpy()
         w = (np.array(train[C.confidence].to_numpy(), dtype=np.float32)  # writable copy
@@ -116,7 +124,8 @@ class LightFMRecommender:
 
     def user_vectors(self, users: list[str], user_tokens: dict[str, list[str]] | None) -> tuple[np.ndarray, np.ndarray]:
         """(representations, has_signal): users with neither identity nor tokens get no signal."""
-        f = _features(users, self._uidx, user_tokens or {}, self._utok, True)
+        f = _features(users, self._uidx, user_tokens or {}, self._utok, True,
+                      self.params.token_weight)
         has = np.asarray(f.getnnz(axis=1) > 0)
         return np.asarray(f @ self.user_emb, dtype=np.float32), has
 
