@@ -125,7 +125,7 @@ def main() -> int:
     model, curve, best = fit_early_stopping(m, fit_part, val, utok, itok, K, full_train=train)
     secs = time.perf_counter() - t0
     trained = len(curve) + (best if m.refit else 0)
-    measure("recflow LightFM hybrid (params.yaml)", model, secs, trained,
+    measure("recflow LightFM hybrid", model, secs, trained,
             f"{m.no_components} comps, lr {m.learning_rate}, max_sampled {m.max_sampled}, "
             f"α {m.item_alpha}/{m.user_alpha}, best epoch {best}/{len(curve)}"
             f"{' + refit' if m.refit else ''}, genres+pop / activity tokens")
@@ -139,7 +139,8 @@ def main() -> int:
 
     pop_p = rows[0]["p"]
     print(f"MovieLens latest-small, leave-{N_OUT}-out (seed {SEED}), {pairs[C.user].nunique()} users, "
-          f"{len(train)} train / {len(hold)} holdout pairs, k={K}\n")
+          f"{len(train)} train / {len(hold)} holdout pairs, k={K}; project model: params.yaml "
+          f"model section{' with ' + ' '.join(args.set) if args.set else ''}\n")
     print("| model | precision@10 | recall@10 | ndcg@10 | map@10 | AUC | coverage | × popularity "
           "| fit s | s/epoch | score all users s | setting |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

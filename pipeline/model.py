@@ -200,6 +200,7 @@ def fit_early_stopping(params: ModelParams, train: pd.DataFrame, validation: pd.
     from pipeline.metrics import per_user
 
     users = sorted(set(validation[C.user]) & set(train[C.user].astype(str)))
+    validation = validation[validation[C.user].isin(users)]   # users the fit part knows
     exclude = train.groupby(C.user)[C.item].agg(set).to_dict()
     curve: list[dict] = []
     best: dict = {"epoch": 0, "precision": -1.0, "state": None}
