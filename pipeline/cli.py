@@ -56,7 +56,7 @@ def _stage(name: str) -> Callable[[argparse.Namespace], int]:
         if name == "evaluate":
             k = result["k"]
             line = "  ".join(f"{m} p@{k}={result[m][f'precision@{k}']:.4f}"
-                             for m in ("candidate", "popularity", "champion") if result.get(m))
+                             for m in ("candidate", "popularity", "als", "champion") if result.get(m))
         print(f"✓ {name:<11} {secs:6.1f}s  {line}")
         return 0
     return run
@@ -97,7 +97,10 @@ def _models(args: argparse.Namespace) -> int:
         c = registry.card(reg, v)
         m = c.get("metrics", {})
         p = next((f"{k}={x:.4f}" for k, x in m.items() if k.startswith("precision@")), "")
-        print(f"{'*' if v == champ else ' '} {v}  {c.get('registered_at', '')[:19]}  {p}")
+        data = c.get("data") or {}
+        h = (data.get("md5") or data.get("sha256") or "")[:10]
+        print(f"{'*' if v == champ else ' '} {v}  {c.get('registered_at', '')[:19]}  {p}  "
+              f"data={h or '?'}  git={(c.get('git_rev') or '?')[:8]}")
     return 0
 
 

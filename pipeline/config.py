@@ -86,8 +86,27 @@ class ModelParams(_Frozen):
     max_sampled: int = Field(30, gt=0)
     seed: int = 42
     num_threads: int = Field(2, gt=0)
-    user_features: tuple[Literal["top_category", "activity"], ...] = ("top_category", "activity")
-    item_features: tuple[Literal["category", "popularity"], ...] = ("category", "popularity")
+    user_features: tuple[Literal["top_category", "activity", "recency"], ...] = ("top_category", "activity")
+    item_features: tuple[Literal["category", "popularity", "conversion"], ...] = ("category", "popularity")
+    learning_schedule: Literal["adagrad", "adadelta"] = "adagrad"
+    token_weight: float = Field(1.0, gt=0)   # feature tokens' total weight beside identity (1)
+    validation_days: int = Field(3, gt=0)     # time split: last N days of train = validation
+    validation_n: int = Field(5, gt=0)        # leave_n_out split: N per user = validation
+    patience: int = Field(3, gt=0)            # epochs without a better validation score
+    refit: bool = True                        # refit on all of train for the best epoch count
+
+
+class ALSParams(_Frozen):
+    factors: tuple[int, ...] = (32, 64)
+    regularization: tuple[float, ...] = (0.01, 0.05)
+    alpha: float = Field(1.0, gt=0)
+    iterations: int = Field(15, gt=0)
+    seed: int = 42
+    num_threads: int = Field(1, gt=0)
+
+
+class BaselineParams(_Frozen):
+    als: ALSParams = ALSParams()
 
 
 class EvaluateParams(_Frozen):
@@ -120,6 +139,7 @@ class Params(_Frozen):
     split: SplitParams = SplitParams()
     model: ModelParams = ModelParams()
     evaluate: EvaluateParams = EvaluateParams()
+    baselines: BaselineParams = BaselineParams()
     gate: GateParams = GateParams()
     serving: ServingParams = ServingParams()
 

@@ -29,14 +29,27 @@ def _log2_bucket(v: Any) -> str | None:
     return str(int(math.floor(math.log2(1.0 + max(x, 0.0)))))
 
 
+def _decile(v: Any) -> str | None:
+    """Rates in [0, 1] → 0..10 (rates above 1, e.g. repeat purchases, land in 10)."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(x):
+        return None
+    return str(int(math.floor(min(max(x, 0.0), 1.0) * 10)))
+
+
 # token name → (source column, value → token value)
 _USER: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     "top_category": ("top_category", str),
     "activity": ("n_events", _log2_bucket),
+    "recency": ("recency_days", _log2_bucket),
 }
 _ITEM: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     "category": (C.category, str),
     "popularity": ("pop_all", _log2_bucket),
+    "conversion": ("conversion_rate", _decile),
 }
 
 

@@ -18,26 +18,34 @@ import scipy.sparse as sp
 
 from pipeline.columns import Columns as C
 from pipeline.config import ModelParams
-from pipeline.ranking import top_k
+from pipeline.ranking import recommend_batched
 
 FORMAT = "recflow-lightfm-v1"
+ARRAYS = ("user_emb", "user_bias", "item_repr", "item_bias", "popularity")
 
 
 def _features(ids: list[str], id_index: dict[str, int], tokens: dict[str, list[str]],
-              tok_index: dict[str, int], with_identity: bool) -> sp.csr_matrix:
-    """Row-normalised (len(ids) × (|identity| + |tokens|)) matrix, LightFM's feature layout."""
+              tok_index: dict[str, int], with_identity: bool,
+              token_weight: float = 1.0) -> sp.csr_matrix:
+    """(len(ids) × (|identity| + |tokens|)) matrix, LightFM's feature layout, rows summing to 1.
+
+    The identity feature weighs 1 and a row's tokens ``token_weight`` together, before the row
+    is normalised: a small ``token_weight`` keeps known users/items close to pure collaborative
+    filtering while entities without identity (new users) still get a features-only vector.
+    """
     n_id = len(id_index)
-    rows, cols = [], []
+    rows, cols, vals = [], [], []
     for r, e in enumerate(ids):
         if with_identity and e in id_index:
             rows.append(r)
             cols.append(id_index[e])
-        for t in tokens.get(e, ()):
-            j = tok_index.get(t)
-            if j is not None:
-                rows.append(r)
-                cols.append(n_id + j)
-    m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
+            vals.append(1.0)
+        toks = [tok_index[t] for t in tokens.get(e, ()) if t in tok_index]
+        for j in toks:
+            rows.append(r)
+            cols.append(n_id + j)
+            vals.append(token_weight / len(toks))
+    m = sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
                       shape=(len(ids), n_id + len(tok_index)))
     norm = np.asarray(m.sum(axis=1)).ravel()
     norm[norm == 0] = 1.0
@@ -52,11 +60,16 @@ class LightFMRecommender:
         self.fitted = False
 
     # ---- training -------------------------------------------------------------------------
-    def fit(self, train: pd.DataFrame, user_tokens: dict[str, list[str]],
-            item_tokens: dict[str, list[str]],
-            on_epoch: Callable[[int, LightFMRecommender], None] | None = None) -> LightFMRecommender:
-        """``train``: (user_id, item_id, confidence) positives; confidence → sample_weight."""
-        self._fit(train, user_tokens, item_tokens, on_epoch)
+    def fit(self, train: pd.DataFrame, user_tokens: dict[str, list[str]] | None = None,
+            item_tokens: dict[str, list[str]] | None = None,
+            on_epoch: Callable[[int, LightFMRecommender], bool | None] | None = None
+            ) -> LightFMRecommender:
+        """``train``: (user_id, item_id, confidence) positives; confidence → sample_weight.
+
+        ``on_epoch(epoch, model)`` runs after every epoch; returning True stops training.
+        With ``num_threads: 1`` and a fixed seed, training is deterministic.
+        """
+        self._fit(train, user_tokens or {}, item_tokens or {}, on_epoch)
         self.fitted = True
         return self
 
@@ -72,15 +85,18 @@ class LightFMRecommender:
         iidx = {i: j for j, i in enumerate(self.item_ids)}
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
         itok = {t: j for j, t in enumerate(self.item_vocab)}
-        uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, True)
-        itf = _features(list(self.item_ids), iidx, item_tokens, itok, True)
+        uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, True,
+                       p.token_weight)
+        itf = _features(list(self.item_ids), iidx, item_tokens, itok, True, p.token_weight)
         r = train[C.user].astype(str).map(self._uidx).to_numpy()
         c = train[C.item].astype(str).map(iidx).to_numpy()
-        w = np.array(train[C.confidence].to_numpy(), dtype=np.float32)  # writable copy
+        w = (np.array(train[C.confidence].to_numpy(), dtype=np.float32)  # writable copy
+             if C.confidence in train else np.ones(len(train), dtype=np.float32))
         shape = (len(self.user_ids), len(self.item_ids))
         inter = sp.coo_matrix((np.ones_like(w), (r, c)), shape=shape)
         weights = sp.coo_matrix((w, (r, c)), shape=shape)
         self._lfm = LightFM(no_components=p.no_components, loss=p.loss, learning_rate=p.learning_rate,
+                            learning_schedule=p.learning_schedule,
                             item_alpha=p.item_alpha, user_alpha=p.user_alpha,
                             max_sampled=p.max_sampled, random_state=p.seed)
         pop = train.groupby(C.item)[C.user].nunique()
@@ -89,8 +105,9 @@ class LightFMRecommender:
             self._lfm.fit_partial(inter, user_features=uf, item_features=itf, sample_weight=weights,
                                   epochs=1, num_threads=p.num_threads)
             self._snapshot(itf)
-            if on_epoch:
-                on_epoch(epoch, self)
+            self.epochs_trained = epoch + 1
+            if on_epoch and on_epoch(epoch, self):
+                break
 
     def _snapshot(self, item_features: sp.csr_matrix) -> None:
         m = self._lfm
@@ -112,27 +129,29 @@ class LightFMRecommender:
     def known(self, user: str) -> bool:
         return user in self._uidx
 
-    def _feature_indices(self, user: str, user_tokens: dict[str, list[str]]) -> list[int]:
-        n_id = len(self._uidx)
-        cols = [self._uidx[user]] if user in self._uidx else []
-        cols += [n_id + self._utok[t] for t in user_tokens.get(user, ()) if t in self._utok]
-        return cols
+    def _user_vectors_small(self, users: list[str], tokens: dict[str, list[str]]
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        n_id, tw = len(self._uidx), self.params.token_weight
+        reps = np.zeros((len(users), self.user_emb.shape[1]), dtype=np.float32)
+        has = np.zeros(len(users), dtype=bool)
+        for r, u in enumerate(users):
+            toks = [n_id + self._utok[t] for t in tokens.get(u, ()) if t in self._utok]
+            ident = self._uidx.get(u)
+            cols = ([ident] if ident is not None else []) + toks
+            w = ([1.0] if ident is not None else []) + [tw / max(1, len(toks))] * len(toks)
+            total = sum(w)
+            if cols and total > 0:
+                reps[r] = (np.asarray(w, dtype=np.float32) / total) @ self.user_emb[cols]
+                has[r] = True
+        return reps, has
 
     def user_vectors(self, users: list[str], user_tokens: dict[str, list[str]] | None) -> tuple[np.ndarray, np.ndarray]:
         """(representations, has_signal): users with neither identity nor tokens get no signal.
-        A representation is the mean of the user's feature embeddings (row-normalised
-        features, as in training)."""
+        Same weighting as ``_features`` (identity 1, tokens ``token_weight`` together)."""
         tokens = user_tokens or {}
         if len(users) <= 64:  # serving: a gather beats building a sparse matrix
-            reps = np.zeros((len(users), self.user_emb.shape[1]), dtype=np.float32)
-            has = np.zeros(len(users), dtype=bool)
-            for r, u in enumerate(users):
-                cols = self._feature_indices(u, tokens)
-                if cols:
-                    reps[r] = self.user_emb[cols].mean(axis=0)
-                    has[r] = True
-            return reps, has
-        f = _features(users, self._uidx, tokens, self._utok, True)
+            return self._user_vectors_small(users, tokens)
+        f = _features(users, self._uidx, tokens, self._utok, True, self.params.token_weight)
         has = np.asarray(f.getnnz(axis=1) > 0)
         return np.asarray(f @ self.user_emb, dtype=np.float32), has
 
@@ -146,17 +165,20 @@ class LightFMRecommender:
 
     def recommend(self, users: list[str], k: int, exclude: dict[str, set[str]] | None = None,
                   user_tokens: dict[str, list[str]] | None = None, batch: int = 2048) -> pd.DataFrame:
-        index = self.item_index
-        parts = [top_k(users[s:s + batch], self.item_ids,
-                       self.scores(users[s:s + batch], user_tokens), k, exclude, index)
-                 for s in range(0, len(users), batch)]
-        return pd.concat(parts, ignore_index=True) if parts else top_k([], self.item_ids, np.zeros((0, 0)), k)
+        return recommend_batched(self, users, k, exclude, user_tokens, batch)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """A copy of the scoring arrays (to keep the best epoch while training goes on)."""
+        return {k: getattr(self, k).copy() for k in ARRAYS}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
 
     # ---- persistence ----------------------------------------------------------------------
     def save(self, directory: Path, extra: dict | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / "model.npz", user_emb=self.user_emb, user_bias=self.user_bias,
-                 item_repr=self.item_repr, item_bias=self.item_bias, popularity=self.popularity)
+        np.savez(directory / "model.npz", **{k: getattr(self, k) for k in ARRAYS})
         meta = {
             "format": FORMAT,
             "params": self.params.model_dump(mode="json"),
@@ -175,7 +197,7 @@ class LightFMRecommender:
             raise ValueError(f"{directory}: not a {FORMAT} model artifact")
         self = cls(ModelParams(**meta["params"]))
         arrays = np.load(directory / "model.npz", allow_pickle=False)
-        for k in ("user_emb", "user_bias", "item_repr", "item_bias", "popularity"):
+        for k in ARRAYS:
             setattr(self, k, arrays[k])
         self.user_ids = np.asarray(meta["user_ids"], dtype=object)
         self.item_ids = np.asarray(meta["item_ids"], dtype=object)
@@ -185,3 +207,48 @@ class LightFMRecommender:
         self.meta = meta
         self.fitted = True
         return self
+
+
+def fit_early_stopping(params: ModelParams, train: pd.DataFrame, validation: pd.DataFrame,
+                       user_tokens: dict[str, list[str]] | None, item_tokens: dict[str, list[str]] | None,
+                       k: int, full_train: pd.DataFrame | None = None,
+                       on_epoch: Callable[[dict], None] | None = None
+                       ) -> tuple[LightFMRecommender, list[dict], int]:
+    """Fit on ``train`` one epoch at a time, score precision@k on ``validation`` after each,
+    stop after ``params.patience`` epochs without improvement and keep the best epoch.
+
+    With ``params.refit`` and ``full_train`` (train + validation), a fresh model is then fitted
+    on ``full_train`` for the best epoch count, so the validation interactions are not lost.
+    Returns (model, per-epoch curve rows {epoch, k, val_precision, seconds}, best epoch).
+    """
+    import time
+
+    from pipeline.metrics import per_user
+
+    users = sorted(set(validation[C.user]) & set(train[C.user].astype(str)))
+    validation = validation[validation[C.user].isin(users)]   # users the fit part knows
+    exclude = train.groupby(C.user)[C.item].agg(set).to_dict()
+    curve: list[dict] = []
+    best: dict = {"epoch": 0, "precision": -1.0, "state": None}
+    t0 = time.perf_counter()
+
+    def step(epoch: int, model: LightFMRecommender) -> bool:
+        recs = model.recommend(users, k, exclude, user_tokens)
+        prec = float(per_user(recs, validation, k)["precision"].mean()) if users else 0.0
+        row = {"epoch": epoch + 1, "k": k, "val_precision": prec,
+               "seconds": round(time.perf_counter() - t0, 3)}
+        curve.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if prec > best["precision"]:
+            best.update(epoch=epoch + 1, precision=prec, state=model.state())
+        return epoch + 1 - best["epoch"] >= params.patience
+
+    model = LightFMRecommender(params).fit(train, user_tokens, item_tokens, step)
+    if params.refit and full_train is not None:
+        refit = params.model_copy(update={"epochs": best["epoch"]})
+        model = LightFMRecommender(refit).fit(full_train, user_tokens, item_tokens)
+        model.params = params
+    else:
+        model.restore(best["state"])
+    return model, curve, best["epoch"]

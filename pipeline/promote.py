@@ -8,6 +8,8 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 from pipeline import registry
 from pipeline.config import GateParams, Params, Paths
 from pipeline.io import read_json, write_json
@@ -29,7 +31,7 @@ def decide(ev: dict, gate: GateParams) -> tuple[bool, str]:
             return True, f"first model: {p} {cand[p]:.4f} beats popularity {pop:.4f}"
         return False, f"first model: {p} {cand[p]:.4f} does not beat popularity {pop:.4f}"
     need = champ[p] + gate.min_delta
-    if cand[p] < need:
+    if cand[p] < need - 1e-12:  # exactly champion + min_delta passes despite float rounding
         return False, (f"{p} {cand[p]:.4f} < champion {champ[p]:.4f} + min_delta {gate.min_delta}")
     if cand[r] < champ[r] - gate.max_recall_drop:
         return False, f"guardrail: {r} {cand[r]:.4f} dropped more than {gate.max_recall_drop} below {champ[r]:.4f}"
@@ -49,6 +51,23 @@ def _sha(path: Path) -> str | None:
     return h.hexdigest()
 
 
+def data_hash(root: Path, data: Path) -> dict:
+    """The DVC hash of the training data (``data/validated`` in dvc.lock, written by DVC when
+    the validate stage finished — before train runs); else our own sha256 of the events file."""
+    lock = root / "dvc.lock"
+    rel = data.relative_to(root).as_posix() if data.is_relative_to(root) else str(data)
+    if lock.exists():
+        try:
+            stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        except yaml.YAMLError:
+            stages = {}
+        for stage in stages.values():
+            for out in stage.get("outs", []) or []:
+                if out.get("path") == rel and out.get("md5"):
+                    return {"kind": "dvc-md5", "path": rel, "md5": out["md5"]}
+    return {"kind": "sha256", "path": f"{rel}/events.parquet", "sha256": _sha(data / "events.parquet")}
+
+
 def _git_rev(root: Path) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
@@ -61,23 +80,32 @@ def run(params: Params, paths: Paths) -> dict:
     ev = read_json(paths.metrics / "evaluation.json")
     promote, reason = decide(ev, params.gate)
     k = ev["k"]
+    p = f"precision@{k}"
+    # Against the champion when there is one, else against popularity (the first-model rule).
+    ref = ev.get("champion") or ev["popularity"]
     record = {
         "at": datetime.now(UTC).isoformat(),
         "promoted": promote,
         "reason": reason,
+        "metric": p,
+        "challenger_score": ev["candidate"][p],
+        "champion_score": ev["champion"][p] if ev.get("champion") else None,
+        "compared_with": "champion" if ev.get("champion") else "popularity",
+        "delta": ev["candidate"][p] - ref[p],
+        "min_delta": params.gate.min_delta,
         "candidate": ev["candidate"],
         "champion": ev.get("champion"),
         "champion_version": ev.get("champion_version"),
         "popularity": ev["popularity"],
-        "delta": (ev["candidate"][f"precision@{k}"] - ev["champion"][f"precision@{k}"]) if ev.get("champion") else None,
+        "als": ev.get("als"),
         "version": None,
     }
     if promote:
         card = {
             "metrics": ev["candidate"],
-            "baseline": ev["popularity"],
+            "baselines": {"popularity": ev["popularity"], "als": ev.get("als")},
             "params": params.model.model_dump(mode="json"),
-            "data_sha256": _sha(paths.validated / "events.parquet"),
+            "data": data_hash(paths.root, paths.validated),
             "git_rev": _git_rev(paths.root),
             "cutoff": read_json(paths.trainset / "meta.json")["cutoff"],
             "registered_at": record["at"],

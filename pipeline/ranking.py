@@ -53,3 +53,14 @@ def top_k(users: list[str], item_ids: np.ndarray, scores: np.ndarray, k: int,
         C.user: u[keep], C.item: np.asarray(item_ids, dtype=object)[idx[keep]],
         C.score: sc[keep], C.rank: ranks[keep],
     })
+
+
+def recommend_batched(model, users: list[str], k: int, exclude: dict[str, set[str]] | None = None,
+                      user_tokens: dict[str, list[str]] | None = None,
+                      batch: int = 2048) -> pd.DataFrame:
+    """The model contract's ``recommend`` from its ``scores``: batches keep memory bounded."""
+    index = getattr(model, "item_index", None)
+    parts = [top_k(users[s:s + batch], model.item_ids, model.scores(users[s:s + batch], user_tokens),
+                   k, exclude, index) for s in range(0, len(users), batch)]
+    return pd.concat(parts, ignore_index=True) if parts else top_k([], model.item_ids,
+                                                                      np.zeros((0, 0)), k)

@@ -51,3 +51,27 @@ def make_split(events: Path, params: Params) -> Split:
     sort = [C.user, C.item]
     return Split(train.sort_values(sort).reset_index(drop=True),
                  test.sort_values(sort).reset_index(drop=True), cutoff)
+
+
+def carve_validation(train: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fit part, validation) out of the training period, for early stopping and tuning.
+
+    time: pairs last seen in the final ``model.validation_days`` of the training period are
+    the validation (an approximation: their earlier events are not replayed into the fit part);
+    leave_n_out: ``model.validation_n`` more random pairs per user, only from users who keep
+    at least one pair to fit on. The holdout is never looked at.
+    """
+    m = params.model
+    if params.split.strategy == "time" and "last_ts" in train:
+        ts = pd.to_datetime(train["last_ts"], utc=True)
+        val_cut = ts.max() - timedelta(days=m.validation_days)
+        is_val = (ts > val_cut).to_numpy()
+    else:
+        rng = np.random.default_rng(params.split.seed + 1)
+        order = rng.permutation(len(train))
+        shuffled = train.iloc[order]
+        pos = shuffled.groupby(C.user).cumcount().to_numpy()
+        size = shuffled.groupby(C.user)[C.item].transform("size").to_numpy()
+        is_val = np.zeros(len(train), dtype=bool)
+        is_val[order] = (pos < m.validation_n) & (size > m.validation_n)
+    return (train[~is_val].reset_index(drop=True), train[is_val].reset_index(drop=True))

@@ -38,6 +38,8 @@ def render(n_samples: int = 3) -> str:
         r = results["evaluate"]
         k = r["k"]
         line = f"precision@{k}            : model {r['candidate'][f'precision@{k}']:.4f}  vs popularity {r['popularity'][f'precision@{k}']:.4f}"
+        if r.get("als"):
+            line += f"  vs ALS {r['als'][f'precision@{k}']:.4f}"
         if r.get("champion"):
             line += f"  vs champion {r['champion'][f'precision@{k}']:.4f}"
         out.append(line)

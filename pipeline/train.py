@@ -14,9 +14,9 @@ from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
 from pipeline.errors import DataError
 from pipeline.hybrid import item_tokens, user_tokens
-from pipeline.io import atomic_dir, read_json, write_json
-from pipeline.model import LightFMRecommender
-from pipeline.split import make_split
+from pipeline.io import atomic_dir, read_json, write_csv, write_json
+from pipeline.model import fit_early_stopping
+from pipeline.split import carve_validation, make_split
 
 log = logging.getLogger("recflow.train")
 USER_VIEW, ITEM_VIEW = "user_activity", "item_stats"
@@ -60,24 +60,29 @@ def run(params: Params, paths: Paths) -> dict:
     train = pd.read_parquet(ts / "train.parquet")
     utok = user_tokens(pd.read_parquet(ts / "user_features.parquet"), params.model.user_features)
     itok = item_tokens(pd.read_parquet(ts / "item_features.parquet"), params.model.item_features)
-    curve: list[dict] = []
+    fit_part, validation = carve_validation(train, params)
+    if fit_part.empty or validation.empty:
+        raise DataError(f"{ts / 'train.parquet'}: the validation slice or what is left to fit on is "
+                        "empty; change model.validation_days / model.validation_n.")
     bar = tqdm(total=params.model.epochs, desc="train", unit="epoch", leave=False)
     t0 = time.perf_counter()
-
-    def on_epoch(epoch: int, _m: LightFMRecommender) -> None:
-        curve.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3)})
-        bar.update(1)
-
-    model = LightFMRecommender(params.model).fit(train, utok, itok, on_epoch)
+    model, curve, best = fit_early_stopping(params.model, fit_part, validation, utok, itok,
+                                            params.evaluate.k, full_train=train,
+                                            on_epoch=lambda _row: bar.update(1))
     bar.close()
     secs = time.perf_counter() - t0
+    trained = len(curve) + (best if params.model.refit else 0)
     with atomic_dir(paths.candidate) as tmp:
         model.save(tmp, extra={"trained_at": datetime.now(UTC).isoformat(), "cutoff": meta["cutoff"],
-                               "train_pairs": meta["train_pairs"]})
+                               "train_pairs": meta["train_pairs"], "best_epoch": best})
         write_json(tmp / "curve.json", curve)
-    stats = {"train_pairs": meta["train_pairs"], "users": len(model.user_ids),
-             "items": len(model.item_ids), "epochs": params.model.epochs,
-             "seconds": round(secs, 2), "seconds_per_epoch": round(secs / params.model.epochs, 3)}
+    paths.plots.mkdir(parents=True, exist_ok=True)
+    write_csv(pd.DataFrame(curve), paths.plots / "validation_curve.csv")
+    stats = {"train_pairs": meta["train_pairs"], "validation_pairs": len(validation),
+             "users": len(model.user_ids), "items": len(model.item_ids),
+             "epochs_run": len(curve), "best_epoch": best, "refit": params.model.refit,
+             f"val_precision@{params.evaluate.k}": max(r["val_precision"] for r in curve),
+             "seconds": round(secs, 2), "seconds_per_epoch": round(secs / max(1, trained), 3)}
     write_json(paths.metrics / "train.json", stats)
     return stats
 

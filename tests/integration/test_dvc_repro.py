@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from tests.conftest import sh
 
@@ -24,6 +25,15 @@ def test_dvc_repro_end_to_end(built_project):
     assert ev["candidate"][f"precision@{k}"] > ev["popularity"][f"precision@{k}"]
     champ = json.loads((project / "models/registry/champion.json").read_text())
     assert (project / "models/registry/versions" / champ["version"] / "model.npz").exists()
+    assert "als" in ev and f"map@{k}" in ev["candidate"] and "cold" in ev["candidate"]
+    card = json.loads((project / "models/registry/versions" / champ["version"] / "card.json").read_text())
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    validated = next(o for o in lock["stages"]["validate"]["outs"] if o["path"] == "data/validated")
+    assert card["data"]["md5"] == validated["md5"]     # the DVC hash of the training data
+    curve = (project / "plots/validation_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("epoch") and len(curve) > 1
+    plots = sh(["dvc", "plots", "show", "-o", "plots_html"], project)
+    assert (project / "plots_html" / "index.html").exists(), plots.stdout
     val = json.loads((project / "reports/validation.json").read_text())
     assert val["accepted"] + val["quarantined"] == val["rows"] > 0
 
