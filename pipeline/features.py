@@ -67,6 +67,17 @@ def _buy_view(params: Params) -> tuple[str, str]:
             "view" if "view" in types else types[0])
 
 
+def _us(days: int) -> int:
+    return days * 86_400 * 1_000_000
+
+
+def _joined(events: str, snaps: str) -> str:
+    """Each event once per snapshot it precedes, with its age (µs) at that snapshot; windows
+    compare the age with constants instead of doing timestamp arithmetic per row."""
+    return (f"SELECT s.as_of, e.*, epoch_us(s.as_of) - epoch_us(e.{C.ts}::TIMESTAMPTZ) AS age "
+            f"FROM {events} e JOIN {snaps} s ON e.{C.ts} < s.as_of")
+
+
 def user_feature_columns(params: Params) -> list[str]:
     """Count columns that follow params (event types × windows), in output order."""
     w = params.features.windows_days
@@ -82,12 +93,11 @@ def user_features_sql(events: str, params: Params, snaps: str = "snaps") -> str:
     the shares of the top-N categories and the most recent items (comma-separated)."""
     w = params.features.windows_days
     buy, view = _buy_view(params)
-    counts = [f"count(*) FILTER (WHERE {C.ts} >= as_of - INTERVAL {d} DAY) AS n_events_{d}d"
-              for d in w]
+    counts = [f"count(*) FILTER (WHERE age <= {_us(d)}) AS n_events_{d}d" for d in w]
     for t in params.event_types:
         counts.append(f"count(*) FILTER (WHERE {C.event} = {_lit(t)}) AS n_{_ident(t)}")
-        counts += [f"count(*) FILTER (WHERE {C.event} = {_lit(t)} AND {C.ts} >= as_of - "
-                   f"INTERVAL {d} DAY) AS n_{_ident(t)}_{d}d" for d in w]
+        counts += [f"count(*) FILTER (WHERE {C.event} = {_lit(t)} AND age <= {_us(d)}) "
+                   f"AS n_{_ident(t)}_{d}d" for d in w]
     n_top = params.features.top_categories
     tops = []
     for k in range(1, n_top + 1):
@@ -96,12 +106,11 @@ def user_features_sql(events: str, params: Params, snaps: str = "snaps") -> str:
         tops.append(f"coalesce(max(n) FILTER (WHERE rn = {k}), 0)::DOUBLE / max(tot) "
                     f"AS top_category{sfx}_share")
     return f"""
-    WITH j AS (SELECT s.as_of, e.* FROM {events} e JOIN {snaps} s ON e.{C.ts} < s.as_of),
+    WITH j AS ({_joined(events, snaps)}),
     agg AS (
         SELECT {C.user}, as_of,
                count(*) AS n_events,
                {", ".join(counts)},
-               count(DISTINCT {C.item}) AS n_items,
                (count(*) FILTER (WHERE {C.event} = {_lit(buy)}))::DOUBLE
                    / greatest(1, count(*) FILTER (WHERE {C.event} = {_lit(view)})) AS purchase_rate,
                coalesce(avg({C.value}) FILTER (WHERE {C.event} = 'play'), 0.0) AS mean_watch,
@@ -122,11 +131,12 @@ def user_features_sql(events: str, params: Params, snaps: str = "snaps") -> str:
                                   ORDER BY max({C.ts}) DESC, {C.item}) AS rn
         FROM j GROUP BY {C.user}, as_of, {C.item}
     ), recent AS (
-        SELECT {C.user}, as_of,
-               string_agg({C.item}, ',' ORDER BY rn) AS recent_items
-        FROM pair WHERE rn <= {params.features.recent_items} GROUP BY {C.user}, as_of
+        SELECT {C.user}, as_of, count(*) AS n_items,
+               string_agg({C.item}, ',' ORDER BY rn) FILTER (WHERE rn <= {params.features.recent_items})
+                   AS recent_items
+        FROM pair GROUP BY {C.user}, as_of
     )
-    SELECT a.* EXCLUDE (as_of), t.* EXCLUDE ({C.user}, as_of),
+    SELECT a.* EXCLUDE (as_of), r.n_items, t.* EXCLUDE ({C.user}, as_of),
            coalesce(r.recent_items, '') AS recent_items, a.as_of AS {C.ts}
     FROM agg a
     LEFT JOIN top t ON t.{C.user} = a.{C.user} AND t.as_of = a.as_of
@@ -140,11 +150,9 @@ def item_features_sql(events: str, params: Params, snaps: str = "snaps") -> str:
     rate (purchases / views) and category."""
     w = params.features.windows_days
     buy, view = _buy_view(params)
-    pops = ",\n".join(
-        f"count(*) FILTER (WHERE {C.ts} >= as_of - INTERVAL {d} DAY) AS pop_{d}d" for d in w
-    )
+    pops = ",\n".join(f"count(*) FILTER (WHERE age <= {_us(d)}) AS pop_{d}d" for d in w)
     return f"""
-    WITH j AS (SELECT s.as_of, e.* FROM {events} e JOIN {snaps} s ON e.{C.ts} < s.as_of)
+    WITH j AS ({_joined(events, snaps)})
     SELECT {C.item},
            count(*) AS pop_all,
            {pops},
