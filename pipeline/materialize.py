@@ -175,8 +175,10 @@ def backfill(paths: Paths, start: datetime | None = None, end: datetime | None =
 
 
 def _summary(report: dict) -> dict:
+    """What the run wrote: users / items are the entity rows written this time."""
+    per = {v: sum(w["entity_rows"] for w in report["windows"] if w["view"] == v) for v in VIEWS}
     return {"mode": report["mode"], "online": report["online_store"],
-            "windows": len(report["windows"]), "entity_rows": report["entity_rows"],
+            "users": per["user_activity"], "items": per["item_stats"],
             "seconds": report["seconds"]}
 
 
