@@ -64,6 +64,12 @@ def push_events(params: Params, paths: Paths, events: pd.DataFrame, fs=None,
     validation or has no usable row raises DataError and pushes nothing.
     """
     now = now or datetime.now(UTC)
+    fs = fs or store.open_store(paths)
+    from pipeline.materialize import load_watermarks
+
+    if "user_activity" not in load_watermarks(paths, store.store_id(fs)):
+        raise DataError(f"online store {store.store_id(fs)}: not materialized yet; run "
+                        "'recflow materialize' before pushing fresh events.")
     out = check(events, params, now=now)
     if not out.ok:
         raise DataError(f"pushed events refused ({'; '.join(out.batch_errors)}); nothing pushed.")
@@ -96,9 +102,8 @@ def push_events(params: Params, paths: Paths, events: pd.DataFrame, fs=None,
         rows = features.features_as_of(con, users, as_of, params)
     finally:
         con.close()
-    fs = fs or store.open_store(paths)
     store.push_users(fs, rows)
-    log.info("pushed features of %d users as of %s", len(rows), as_of.isoformat())
+    log.debug("pushed features of %d users as of %s", len(rows), as_of.isoformat())
     return {"rows": len(events), "accepted": len(accepted), "quarantined": len(out.quarantined),
             "users_pushed": len(rows), "as_of": as_of.isoformat()}
 
