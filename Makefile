@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 AIRFLOW_PORT ?= 8793
 SERVE_PORT ?= 8000
 
-.PHONY: install demo test lint unit integration airflow serve clean help
+.PHONY: install demo test lint unit integration airflow serve clean help redis
 
 help:
 	@echo "make demo   — install, run the whole pipeline (dvc repro), print a summary"
@@ -29,19 +29,24 @@ demo: install
 lint: install
 	$(BIN)/ruff check pipeline dags tests benchmarks feature_repo
 
-test: lint
+test: lint redis
 	$(BIN)/pytest -q
 
 unit: install
 	$(BIN)/pytest -q -m "not integration"
 
-integration: install
+integration: install redis
 	$(BIN)/pytest -q -m integration
 
 serve: install
 	@test -f models/registry/champion.json || { echo "no champion yet: run 'make demo' (or dvc repro) first"; exit 2; }
 	@echo "recflow API on http://127.0.0.1:$(SERVE_PORT)  (docs: /docs) — Ctrl-C stops it"
 	@$(BIN)/uvicorn pipeline.serving.app:app_from_env --factory --host 127.0.0.1 --port $(SERVE_PORT) --log-level warning
+
+# Real Redis for the online-store tests (Debian package); installed only when missing.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { echo "installing redis-server (apt)…"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 clean:
 	rm -rf data models reports metrics plots logs feature_repo/data dvc.lock

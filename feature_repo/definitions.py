@@ -9,7 +9,7 @@ those files at ``apply`` time, because the per-event-type counts and window colu
 from datetime import timedelta
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureView, FileSource, PushSource, ValueType
 
 DATA = Path(__file__).resolve().parent / "data"
 # Snapshots are stamped at their as-of time; they stay valid until the next one.
@@ -25,6 +25,12 @@ user_activity_source = FileSource(
     path=str(DATA / "user_features.parquet"),
     timestamp_field="event_timestamp",
 )
+# Fresh events (after the last batch) reach the online store through this push source; its
+# batch source is the snapshot file, so training and materialization read the same rows.
+user_activity_push = PushSource(
+    name="user_activity_push",
+    batch_source=user_activity_source,
+)
 item_stats_source = FileSource(
     name="item_stats_source",
     path=str(DATA / "item_features.parquet"),
@@ -35,7 +41,7 @@ user_activity_fv = FeatureView(
     name="user_activity",
     entities=[user],
     ttl=SNAPSHOT_TTL,
-    source=user_activity_source,
+    source=user_activity_push,
     online=True,
     tags={"team": "recflow", "role": "user"},
 )

@@ -113,6 +113,27 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push_events(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params, paths
+    from pipeline.freshness import run_file
+
+    p = paths()
+    t0 = time.perf_counter()
+    r = run_file(load_params(p.params), p, args.file)
+    print(f"✓ push-events {time.perf_counter() - t0:6.1f}s  {_fmt(r)}")
+    return 0
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from pipeline.config import paths
+    from pipeline.materialize import run_backfill
+
+    t0 = time.perf_counter()
+    r = run_backfill(paths(), args.start, args.end)
+    print(f"✓ backfill    {time.perf_counter() - t0:6.1f}s  {_fmt(r)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="recflow", description="Recommender pipeline for implicit feedback. "
                  "Run the whole chain with 'dvc repro'; each stage also runs alone.")
@@ -132,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rollback", help="make an earlier version the champion again")
     rb.add_argument("version", nargs="?", help="version to restore (default: the previous champion)")
     rb.set_defaults(func=_rollback)
+    pe = sub.add_parser("push-events", help="validate fresh events and push the affected users' "
+                        "features to the online store now")
+    pe.add_argument("file", type=Path, help="canonical events (.csv or .parquet)")
+    pe.set_defaults(func=_push_events)
+    bf = sub.add_parser("backfill", help="materialize an explicit window (default: all feature rows)")
+    bf.add_argument("--start", help="ISO date/time (UTC), inclusive")
+    bf.add_argument("--end", help="ISO date/time (UTC), exclusive")
+    bf.set_defaults(func=_backfill)
     return ap
 
 

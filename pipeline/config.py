@@ -67,6 +67,9 @@ class ValidateParams(_Frozen):
 class FeatureParams(_Frozen):
     windows_days: tuple[int, ...] = (7, 30)
     recent_items: int = Field(50, ge=0)
+    top_categories: int = Field(3, ge=1)
+    memory_limit: str = "2GB"
+    threads: int = Field(2, gt=0)
 
 
 class SplitParams(_Frozen):

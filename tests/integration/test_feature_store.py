@@ -1,0 +1,224 @@
+"""Real Feast (DuckDB offline) against SQLite and a real redis-server: apply, materialize
+(first / incremental / backfill), online lookup, unknown entities, push, skew, point-in-time."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import features, freshness, materialize, store
+from pipeline.columns import Columns as C
+from pipeline.config import Paths, load_params
+from pipeline.synthetic import generate
+from tests.conftest import ROOT, TINY
+from tests.redis_server import redis_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def params():
+    p = load_params(ROOT / "params.yaml")
+    return p.model_copy(update={"synthetic": p.synthetic.model_copy(update=TINY["synthetic"])})
+
+
+def _skeleton(root: Path) -> Paths:
+    (root / "feature_repo").mkdir(parents=True)
+    for f in ("definitions.py", "feature_store.yaml"):
+        shutil.copy(ROOT / "feature_repo" / f, root / "feature_repo" / f)
+    return Paths(root)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, params) -> Path:
+    """A project with validated tiny synthetic events and built features (no store yet)."""
+    paths = _skeleton(tmp_path_factory.mktemp("fs") / "base")
+    events, items = generate(params.synthetic)
+    paths.validated.mkdir(parents=True)
+    events.to_parquet(paths.validated / "events.parquet", index=False)
+    items.to_parquet(paths.validated / "items.parquet", index=False)
+    features.write(paths.validated, paths.feature_data, params)
+    return paths.root
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def proj(request, base, tmp_path) -> tuple[Paths, str | None]:
+    """A fresh copy of ``base`` and the online-store setting (None = the yaml's SQLite)."""
+    root = tmp_path / "proj"
+    shutil.copytree(base, root)
+    online = None
+    if request.param == "redis":
+        import redis
+
+        online = request.getfixturevalue("redis_url")
+        redis.Redis.from_url(online).flushdb()
+    return Paths(root), online
+
+
+def _latest(paths: Paths, file: str) -> pd.DataFrame:
+    df = pd.read_parquet(paths.feature_data / file)
+    return df[df[C.ts] == df[C.ts].max()]
+
+
+def _serving_cols(fs) -> list[str]:
+    return [r.split(":")[1] for r in store.service_refs(fs, store.SERVING_SERVICE, "user_activity")]
+
+
+def _assert_same(a: pd.DataFrame, b: pd.DataFrame, cols: list[str]) -> None:
+    a, b = a.set_index(C.user).sort_index(), b.set_index(C.user).sort_index()
+    assert list(a.index) == list(b.index)
+    for c in cols:
+        x, y = a[c], b[c]
+        if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
+            np.testing.assert_allclose(x.astype(float), y.astype(float), rtol=1e-9, err_msg=c)
+        else:
+            assert [None if pd.isna(v) else v for v in x] == [None if pd.isna(v) else v for v in y], c
+
+
+def test_materialize_then_lookup_and_unknown_entities(proj):
+    paths, online = proj
+    report = materialize.materialize(paths, online)
+    users, items = _latest(paths, features.USER_FILE), _latest(paths, features.ITEM_FILE)
+    assert report["mode"] == "first"
+    assert report["entity_rows"] == len(users) + len(items)
+    assert report["online_store"].startswith("redis" if online else "sqlite")
+
+    fs = store.open_store(paths, online)
+    sample = sorted(users[C.user].sample(10, random_state=0))
+    got = store.online_users(fs, [*sample, "nobody"])
+    cols = _serving_cols(fs)
+    _assert_same(got[got[C.user] != "nobody"], users[users[C.user].isin(sample)], cols)
+    unknown = got[got[C.user] == "nobody"].iloc[0]
+    assert all(pd.isna(unknown[c]) for c in cols)  # nulls, no exception
+
+    it = items.iloc[0]
+    out = fs.get_online_features(features=["item_stats:pop_all", "item_stats:category"],
+                                 entity_rows=[{C.item: it[C.item]}, {C.item: "no-such-item"}]).to_dict()
+    assert out["pop_all"] == [it.pop_all, None] and out["category"] == [it.category, None]
+
+
+def test_incremental_materialization_writes_only_new_windows(proj, params):
+    paths, online = proj
+    first = materialize.materialize(paths, online)
+    again = materialize.materialize(paths, online)
+    assert again["mode"] == "incremental" and again["windows"] == [] and again["entity_rows"] == 0
+
+    # new events land one day after the last one; features are rebuilt
+    ev = pd.read_parquet(paths.validated / "events.parquet")
+    last = ev[C.ts].max()
+    new = ev.sample(200, random_state=1).assign(**{C.ts: last + pd.Timedelta(days=1)})
+    pd.concat([ev, new]).to_parquet(paths.validated / "events.parquet", index=False)
+    features.write(paths.validated, paths.feature_data, params)
+    third = materialize.materialize(paths, online)
+    prev_end = {w["view"]: w["end"] for w in first["windows"]}
+    assert third["mode"] == "incremental"
+    for w in third["windows"]:
+        assert w["start"] == prev_end[w["view"]]  # only (last end, new end]
+    users = _latest(paths, features.USER_FILE)
+    assert third["entity_rows"] == len(users) + len(_latest(paths, features.ITEM_FILE))
+
+    fs = store.open_store(paths, online)
+    moved = sorted(new[C.user].unique())[:5]
+    _assert_same(store.online_users(fs, moved), users[users[C.user].isin(moved)], _serving_cols(fs))
+
+    back = materialize.backfill(paths, online=online)
+    assert back["mode"] == "backfill"
+    assert {w["start"] for w in back["windows"]} == {pd.read_parquet(
+        paths.feature_data / features.USER_FILE)[C.ts].min().isoformat()}
+
+
+def test_pushed_events_show_up_online(proj, params):
+    paths, online = proj
+    materialize.materialize(paths, online)
+    fs = store.open_store(paths, online)
+    users = _latest(paths, features.USER_FILE).set_index(C.user)
+    who = users.index[3]
+    now = pd.Timestamp.now(tz="UTC")
+    fresh = pd.DataFrame({
+        C.user: [who, who, who, "brand-new-user"],
+        C.item: ["i0000001", "i0000002", "i0000001", "i0000003"],
+        C.event: ["view", "click", "purchase", "play"],
+        C.ts: [now - pd.Timedelta(minutes=m) for m in (3, 2, 1, 1)],
+        C.value: [None, None, None, 0.8],
+    })
+    summary = freshness.push_events(params, paths, fresh, fs=fs)
+    assert summary["accepted"] == 4 and summary["users_pushed"] == 2
+    got = store.online_users(fs, [who, "brand-new-user"]).set_index(C.user)
+    assert got.loc[who, "n_events"] == users.loc[who, "n_events"] + 3
+    assert got.loc[who, "n_purchase_7d"] == 1
+    assert got.loc[who, "recent_items"].split(",")[:2] == ["i0000001", "i0000002"]
+    assert got.loc["brand-new-user", "n_events"] == 1
+    assert got.loc["brand-new-user", "mean_watch"] == pytest.approx(0.8)
+
+    # a second push still counts the first batch; a refused batch pushes nothing
+    more = fresh.iloc[:1].assign(**{C.ts: now - pd.Timedelta(seconds=10), C.event: "view"})
+    freshness.push_events(params, paths, more, fs=fs)
+    assert store.online_users(fs, [who]).iloc[0]["n_events"] == users.loc[who, "n_events"] + 4
+    bad = fresh.assign(**{C.event: "teleport"})
+    with pytest.raises(freshness.DataError):
+        freshness.push_events(params, paths, bad, fs=fs)
+    assert store.online_users(fs, [who]).iloc[0]["n_events"] == users.loc[who, "n_events"] + 4
+
+
+def test_online_equals_offline_at_the_same_timestamp(proj):
+    """No training/serving skew: serving features online == historical retrieval at the
+    timestamp of the row the online store holds."""
+    paths, online = proj
+    materialize.materialize(paths, online)
+    fs = store.open_store(paths, online)
+    users = _latest(paths, features.USER_FILE)
+    sample = sorted(users[C.user].sample(25, random_state=2))
+    on = store.online_users(fs, sample)
+    at = users[C.ts].iloc[0]
+    off = store.historical(fs, pd.DataFrame({C.user: sample, C.ts: at}), store.SERVING_SERVICE)
+    _assert_same(on, off, _serving_cols(fs))
+
+
+def test_point_in_time_training_rows_never_see_the_future(base, tmp_path):
+    """For interactions at many times, every returned feature was computed before the
+    interaction: the count of earlier events bounds n_events, and rows before the first
+    snapshot get nulls."""
+    from pipeline import train
+
+    root = tmp_path / "pit"
+    shutil.copytree(base, root)
+    paths = Paths(root)
+    fs = store.open_store(paths)
+    store.apply(fs, paths.feature_repo)
+    ev = pd.read_parquet(paths.validated / "events.parquet")
+    snaps = sorted(pd.read_parquet(paths.feature_data / features.USER_FILE)[C.ts].unique())
+    rows = ev.sample(300, random_state=3)[[C.user, C.ts]].reset_index(drop=True)
+    got = store.historical_view(fs, rows, train.USER_VIEW).merge(
+        rows.assign(_i=range(len(rows))), on=[C.user, C.ts])
+    assert len(got) == len(rows)
+    for r in got.itertuples():
+        mine = ev[ev[C.user] == r.user_id]
+        before = [s for s in snaps if s <= r.event_timestamp]
+        if not before:
+            assert pd.isna(r.n_events)
+            continue
+        used = before[-1]  # the latest snapshot at or before the interaction
+        n_before = (mine[C.ts] < used).sum()
+        if n_before == 0:  # no activity before that snapshot: no row, nulls
+            assert pd.isna(r.n_events)
+            continue
+        assert r.n_events == n_before
+        assert r.n_events <= (mine[C.ts] < r.event_timestamp).sum()
+    assert got["n_events"].notna().any() and got["n_events"].isna().any()
+
+    cut = snaps[0].to_pydatetime()
+    ids = sorted(ev[C.user].unique())[:20]
+    pit = train.point_in_time(fs, ids, C.user, train.USER_VIEW, cut + timedelta(hours=1))
+    want = ev[(ev[C.ts] < cut) & ev[C.user].isin(ids)].groupby(C.user).size()
+    assert pit.set_index(C.user)["n_events"].dropna().astype(int).to_dict() == want.to_dict()
