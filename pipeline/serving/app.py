@@ -11,19 +11,22 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from pipeline import registry
-from pipeline.config import Params, load_params
+from pipeline import freshness, registry
+from pipeline.columns import Columns as C
+from pipeline.config import Params, Paths, load_params
 from pipeline.config import paths as project_paths
-from pipeline.errors import RecflowError
+from pipeline.errors import DataError, RecflowError
 from pipeline.serving.recommender import Recommendation, Recommender
 
 log = logging.getLogger("recflow.serving")
@@ -51,6 +54,18 @@ class BatchOut(BaseModel):
     results: list[RecommendationOut]
 
 
+class EventIn(BaseModel):
+    user_id: str = Field(min_length=1)
+    item_id: str = Field(min_length=1)
+    event_type: str
+    event_timestamp: datetime | None = Field(None, description="UTC; default: now")
+    value: float | None = None
+
+
+class EventsIn(BaseModel):
+    events: list[EventIn] = Field(min_length=1)
+
+
 def _body(r: Recommendation) -> dict:
     return {"user_id": r.user_id,
             "items": [{"item_id": i, "score": s} for i, s in zip(r.items, r.scores, strict=True)],
@@ -74,6 +89,7 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state["rec"] = Recommender(params, p)
+        state["catalogue"] = _catalogue(p, state["rec"])
         task = asyncio.create_task(_watch(state["rec"], sp.reload_poll_seconds))
         yield
         task.cancel()
@@ -123,6 +139,30 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
             raise HTTPException(422, detail=f"invalid user_id(s): {bad[:3]!r} (1..{sp.max_user_id_length} chars)")
         return BatchOut(results=[_out(r) for r in rec().recommend_many(body.user_ids, k)])
 
+    @app.post("/events")
+    def events(body: EventsIn) -> dict:
+        """Fresh events → same validation as the batch path → Feast push source (online)."""
+        if len(body.events) > sp.max_events_per_request:
+            raise HTTPException(413, detail=f"at most {sp.max_events_per_request} events per request")
+        known = state["catalogue"]
+        unknown = sorted({e.item_id for e in body.events} - known)
+        if unknown:
+            raise HTTPException(422, detail=f"unknown item_id(s) {unknown[:5]}: not in the catalogue")
+        bad_types = sorted({e.event_type for e in body.events} - set(params.event_types))
+        if bad_types:
+            raise HTTPException(422, detail=f"unknown event_type(s) {bad_types}; "
+                                            f"expected one of {list(params.event_types)}")
+        now = datetime.now(UTC)
+        df = pd.DataFrame([{C.user: e.user_id, C.item: e.item_id, C.event: e.event_type,
+                            C.ts: (e.event_timestamp or now), C.value: e.value} for e in body.events])
+        df[C.ts] = pd.to_datetime(df[C.ts], utc=True)
+        df[C.value] = pd.to_numeric(df[C.value]).astype("float64")
+        try:
+            summary = freshness.push_events(params, p, df, fs=rec().store, now=now)
+        except DataError as e:
+            raise HTTPException(422, detail=str(e)) from None
+        return summary
+
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok"}
@@ -150,6 +190,15 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
 
     app.state.recflow = state
     return app
+
+
+def _catalogue(p: Paths, rec: Recommender) -> set[str]:
+    """Item ids events may name: the validated catalogue plus the model's items."""
+    items = set(map(str, rec.model.item_ids)) if rec.model is not None else set()
+    f = p.validated / "items.parquet"
+    if f.exists():
+        items |= set(pd.read_parquet(f, columns=[C.item])[C.item].astype(str))
+    return items
 
 
 async def _watch(rec: Recommender, every: float) -> None:

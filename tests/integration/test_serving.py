@@ -212,3 +212,31 @@ def test_real_server_keeps_answering_good_requests_under_bad_load(built_project)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
     assert proc.returncode is not None
+
+
+def test_post_events_updates_online_features_and_seen_items(built_project, tmp_path):
+    proj = clone_built(built_project, tmp_path / "p")
+    user = _users(proj, 1)[0]
+    with TestClient(create_app(proj)) as c:
+        before = c.get(f"/recommendations/{user}?k=10").json()["items"]
+        target = before[0]["item_id"]
+        r = c.post("/events", json={"events": [
+            {"user_id": user, "item_id": target, "event_type": "purchase"},
+            {"user_id": user, "item_id": target, "event_type": "view"}]})
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] == 2 and r.json()["users_pushed"] == 1
+        online = store.online_users(store.open_store(paths(proj)), [user])
+        assert str(online["recent_items"][0]).split(",")[0] == target
+        after = [i["item_id"] for i in c.get(f"/recommendations/{user}?k=10").json()["items"]]
+        assert target not in after
+
+        bad = [
+            {"events": [{"user_id": user, "item_id": "no-such-item", "event_type": "view"}]},
+            {"events": [{"user_id": user, "item_id": target, "event_type": "teleport"}]},
+            {"events": [{"user_id": user, "item_id": target, "event_type": "play", "value": 1.7}]},
+            {"events": []},
+        ]
+        for body in bad:
+            resp = c.post("/events", json=body)
+            assert 400 <= resp.status_code < 500, body
+            assert resp.json().get("error") or resp.json().get("detail")
