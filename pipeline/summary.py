@@ -11,7 +11,7 @@ from pipeline.io import read_json
 def render(n_samples: int = 3) -> str:
     p = paths()
     params = load_params(p.params)
-    out = ["", "recflow — last run", "=" * 60, f"{'stage':<12}{'seconds':>8}  result"]
+    out = ["", "recflow — last run", "=" * 60, f"{'stage':<12}{'seconds':>8}"]
     total = 0.0
     results: dict = {}
     for s in STAGES:
