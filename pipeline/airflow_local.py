@@ -131,22 +131,26 @@ class Api:
         if auth and self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(req, timeout=15) as resp:
+            with urllib.request.urlopen(req, timeout=30) as resp:
                 raw = resp.read()
                 return resp.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode(errors="replace")
+
+    def poll(self, method: str, path: str) -> tuple[int, Any]:
+        """Like call(), but a busy server (timeout, reset) is (0, None): keep polling."""
+        try:
+            return self.call(method, path)
+        except OSError:  # URLError, TimeoutError, ConnectionResetError
+            return 0, None
 
     def wait_ready(self, timeout: float, proc: subprocess.Popen | None = None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"airflow standalone exited with {proc.returncode}")
-            try:
-                if self.call("GET", "/api/v2/version", auth=False)[0] == 200:
-                    return
-            except (urllib.error.URLError, OSError):
-                pass
+            if self.poll("GET", "/api/v2/version")[0] == 200:
+                return
             time.sleep(1.0)
         raise TimeoutError(f"{self.base}: API not up after {timeout:.0f}s")
 
@@ -159,7 +163,7 @@ class Api:
     def wait_dag(self, dag_id: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.call("GET", f"/api/v2/dags/{dag_id}")[0] == 200:
+            if self.poll("GET", f"/api/v2/dags/{dag_id}")[0] == 200:
                 return
             time.sleep(1.0)
         raise TimeoutError(f"DAG {dag_id} not parsed after {timeout:.0f}s")
@@ -177,14 +181,14 @@ class Api:
         return body["dag_run_id"]
 
     def runs(self, dag_id: str) -> list[dict]:
-        st, body = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-start_date")
+        st, body = self.poll("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-start_date")
         return body["dag_runs"] if st == 200 else []
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
         rid = urllib.parse.quote(run_id, safe="")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            st, body = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{rid}")
+            st, body = self.poll("GET", f"/api/v2/dags/{dag_id}/dagRuns/{rid}")
             if st == 200 and body["state"] in ("success", "failed"):
                 return body
             time.sleep(2.0)
@@ -192,7 +196,7 @@ class Api:
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         rid = urllib.parse.quote(run_id, safe="")
-        st, body = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances")
+        st, body = self.poll("GET", f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances")
         return {t["task_id"]: t["state"] for t in body["task_instances"]} if st == 200 else {}
 
 

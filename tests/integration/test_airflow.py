@@ -120,9 +120,11 @@ def test_dag_runs_success_bad_batch_and_refused_gate(af_home, tmp_path):
     assert "max_quarantine_fraction" in out
     assert {p: sha(p) for p in guarded} == before
 
-    # 4. a gate that cannot be passed: promote ends green, says why, champion untouched
+    # 4. a gate that cannot be passed: promote ends green, says why, champion untouched.
+    # force_retrain: evaluate must re-score the champion promoted in step 2 (an up-to-date
+    # evaluation.json predates it, and promote alone would read it as "first model").
     set_params(project, {"gate": {"min_delta": 1.0}})
-    run, out = dagtest(af_home, dags, "training_pipeline")
+    run, out = dagtest(af_home, dags, "training_pipeline", {"force_retrain": True})
     assert run["state"] == "success", run
     assert "NOT PROMOTED" in out and "min_delta 1.0" in out
     assert sha(champion) == before[champion]
