@@ -217,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     env = airflow_env(root, home, args.port)
     proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"],
                             cwd=root, env=env, start_new_session=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    def _interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill <make's pid>` stops the group too
     try:
         return proc.wait()
     except KeyboardInterrupt:

@@ -121,12 +121,12 @@ def test_dag_runs_success_bad_batch_and_refused_gate(af_home, tmp_path):
     assert {p: sha(p) for p in guarded} == before
 
     # 4. a gate that cannot be passed: promote ends green, says why, champion untouched.
-    # force_retrain: evaluate must re-score the champion promoted in step 2 (an up-to-date
-    # evaluation.json predates it, and promote alone would read it as "first model").
-    set_params(project, {"gate": {"min_delta": 1.0}})
-    run, out = dagtest(af_home, dags, "training_pipeline", {"force_retrain": True})
+    # A changed evaluate param makes evaluate re-score the champion promoted in step 2 (the
+    # up-to-date evaluation.json predates it, and promote alone would read "first model").
+    set_params(project, {"gate": {"min_delta": 1.0}, "evaluate": {"k": 5}})
+    run, out = dagtest(af_home, dags, "training_pipeline")
     assert run["state"] == "success", run
-    assert "NOT PROMOTED" in out and "min_delta 1.0" in out
+    assert "NOT PROMOTED" in out and "precision@5" in out and "min_delta 1.0" in out
     assert sha(champion) == before[champion]
     assert "no new champion" in out
 
