@@ -50,3 +50,6 @@ redis:
 
 clean:
 	rm -rf data models reports metrics plots logs feature_repo/data dvc.lock
+
+airflow: install
+	@$(BIN)/python -m pipeline.airflow_local --port $(AIRFLOW_PORT)
