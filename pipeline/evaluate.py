@@ -65,6 +65,20 @@ def score(model, holdout: pd.DataFrame, train: pd.DataFrame, utok: dict, k: int,
     return summary(recs_df, holdout, k, n_catalogue, auc_by_user, warm), curve
 
 
+def score_champion(params: Params, paths: Paths) -> dict | None:
+    """The current champion's metrics on the current holdout (same protocol as ``run``)."""
+    d = registry.champion_dir(paths.registry)
+    if d is None:
+        return None
+    ts = paths.trainset
+    train = pd.read_parquet(ts / "train.parquet")
+    holdout = pd.read_parquet(ts / "holdout.parquet")
+    utok = user_tokens(pd.read_parquet(ts / "user_features.parquet"), params.model.user_features)
+    metrics, _ = score(LightFMRecommender.load(d), holdout, train, utok, params.evaluate.k,
+                       train[C.item].nunique())
+    return metrics
+
+
 def run(params: Params, paths: Paths) -> dict:
     ts = paths.trainset
     if not (paths.candidate / "model.npz").exists():

@@ -76,8 +76,28 @@ def _git_rev(root: Path) -> str | None:
         return None
 
 
-def run(params: Params, paths: Paths) -> dict:
+def fresh_evaluation(params: Params, paths: Paths) -> dict:
+    """evaluation.json with the champion *as it is now*.
+
+    The champion is state outside DVC's graph (evaluate cannot depend on promote's output), so
+    DVC may re-run promote alone — e.g. after a ``gate.*`` change or a rollback — on an
+    evaluation that scored another champion, or none. Then the current champion is re-scored
+    here on the same holdout, so the gate never compares against a stale record.
+    """
     ev = read_json(paths.metrics / "evaluation.json")
+    current = registry.champion(paths.registry)
+    if current == ev.get("champion_version"):
+        return ev
+    from pipeline.evaluate import score_champion
+
+    log.info("champion is %s but evaluation scored %s: re-scoring it on the same holdout",
+             current, ev.get("champion_version"))
+    return {**ev, "champion_version": current,
+            "champion": score_champion(params, paths) if current else None}
+
+
+def run(params: Params, paths: Paths) -> dict:
+    ev = fresh_evaluation(params, paths)
     promote, reason = decide(ev, params.gate)
     k = ev["k"]
     p = f"precision@{k}"

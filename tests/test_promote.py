@@ -192,3 +192,17 @@ def test_cli_models_and_rollback(root, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "v0009" in err and len(err.strip().splitlines()) == 1
     assert registry.champion(root.registry) == "v0001"
+
+
+def test_promote_rescored_when_evaluation_saw_another_champion(root):
+    """DVC may re-run promote alone (a gate.* change): the gate must compare against the
+    champion as it is now, not the one (or none) that evaluation.json scored."""
+    challenger(root, epochs=10)
+    assert promote.run(PARAMS, root)["version"] == "v0001"
+    stale = json.loads((root.metrics / "evaluation.json").read_text())
+    assert stale["champion_version"] is None  # scored before v0001 existed
+    before = snapshot(root.registry)
+    again = promote.run(PARAMS, root)  # same candidate, same stale evaluation
+    assert again["promoted"] is False and again["compared_with"] == "champion"
+    assert again["champion_version"] == "v0001" and abs(again["delta"]) < 1e-9
+    assert snapshot(root.registry) == before
