@@ -101,7 +101,7 @@ def _ingest_landing(params: Params, paths: Paths) -> dict:
         batch = batch_name(f, sha)
         df = load_file(f, spec, batch)
         new_frames.append(df)
-        new_entries[sha] = {"file": f.name, "batch": batch, "rows": len(df),
+        new_entries[sha] = {"file": str(f.relative_to(paths.root)), "batch": batch, "rows": len(df),
                             "ingested_at": datetime.now(UTC).isoformat(timespec="seconds")}
     result = {"source": "landing", "new_files": len(new_entries), "already_ingested": skipped}
     if not new_frames and (paths.events / "events.parquet").exists():

@@ -20,6 +20,7 @@ Presets bring their own column mapping, event names and time unit:
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,21 +110,31 @@ def _format(path: Path, spec: LoaderSpec) -> str:
     return "csv"
 
 
-def _first_line(path: Path) -> str:
+def _open(path: Path):
     import gzip
 
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+
+
+def _first_line(path: Path) -> str:
     try:
-        with opener(path, "rb") as f:
-            return f.readline().decode("utf-8", errors="replace")
+        with _open(path) as f:
+            return f.readline(1 << 16).decode("utf-8", errors="replace")
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e}).") from None
+
+
+def _sniff(path: Path) -> str:
+    with _open(path) as f:
+        return f.read(8192).decode("latin-1")
 
 
 def _read_csv(path: Path, spec: LoaderSpec, delimiter: str) -> tuple[pa.Table, list[str]]:
     """All columns as strings (types are ours to parse, row by row); malformed lines are
     collected instead of failing the file."""
     head = _first_line(path)
+    if "\x00" in _sniff(path):
+        raise DataError(f"{path}: not a text file (NUL bytes); cannot be parsed as CSV.")
     if not head.strip():
         raise DataError(f"{path}: empty file (no header, no rows); expect_table_row_count_to_be_between(min_value=1) failed.")
     wanted = set(spec.columns.values())
@@ -133,8 +144,8 @@ def _read_csv(path: Path, spec: LoaderSpec, delimiter: str) -> tuple[pa.Table, l
 
     def on_invalid(row) -> str:  # pyarrow.csv.InvalidRow
         where = f"line {row.number}: " if row.number is not None else ""
-        bad.append(f"{where}malformed line ({row.actual_columns} fields, expected "
-                   f"{row.expected_columns}): {row.text[:80]!r}")
+        bad.append(f"malformed line ({row.actual_columns} fields, expected "
+                   f"{row.expected_columns}): {where}{row.text[:80]!r}")
         return "skip"
 
     ropts = pacsv.ReadOptions(column_names=list(spec.names) if headerless else None,
@@ -150,6 +161,8 @@ def _read_csv(path: Path, spec: LoaderSpec, delimiter: str) -> tuple[pa.Table, l
                                      quoted_strings_can_be_null=True)
         return pacsv.read_csv(path, read_options=ropts, parse_options=popts, convert_options=copts)
 
+    hook = sys.unraisablehook  # pyarrow reports a non-UTF-8 malformed line via this hook
+    sys.unraisablehook = lambda u: bad.append(f"malformed line with invalid UTF-8: {u.exc_value}")
     try:
         try:
             return read(pa.string()), bad
@@ -161,6 +174,8 @@ def _read_csv(path: Path, spec: LoaderSpec, delimiter: str) -> tuple[pa.Table, l
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
         raise DataError(f"{path}: cannot be parsed as {'TSV' if delimiter == chr(9) else 'CSV'} "
                         f"({str(e).splitlines()[0][:160]}).") from None
+    finally:
+        sys.unraisablehook = hook
 
 
 def _to_str(col: pa.ChunkedArray | pa.Array) -> tuple[pd.Series, np.ndarray]:
@@ -219,8 +234,8 @@ def load_file(path: Path, spec: LoaderSpec, batch: str) -> pd.DataFrame:
     malformed lines included as rows with null fields)."""
     table, malformed = _read(path, spec)
     need = [c for c in REQUIRED if not (c == C.event and spec.constant_event)]
-    missing = [f"{spec.columns.get(c, '?')} (for {c})" for c in need
-               if spec.columns.get(c) not in table.column_names]
+    missing = [spec.columns.get(c, "?") + ("" if spec.columns.get(c) == c else f" (for {c})")
+               for c in need if spec.columns.get(c) not in table.column_names]
     if missing:
         found = ", ".join(table.column_names[:10]) or "none"
         raise DataError(f"{path}: expect_column_to_exist failed: required column(s) "
@@ -244,8 +259,8 @@ def load_file(path: Path, spec: LoaderSpec, batch: str) -> pd.DataFrame:
         event = event.astype("category")
     ts, ts_text = _timestamps(table.column(spec.columns[C.ts]), spec.time_unit)
     bad_ts = (ts.isna() & ts_text.notna()).to_numpy()
-    err[bad_ts] = ("event_timestamp " + ts_text[bad_ts].astype(str).str.slice(0, 40)
-                   + f" is not a timestamp ({spec.time_unit})").to_numpy()
+    err[bad_ts] = (f"event_timestamp is not a timestamp ({spec.time_unit}): "
+                   + ts_text[bad_ts].astype(str).str.slice(0, 40)).to_numpy()
     if spec.columns.get(C.value) in table.column_names:
         vcol = table.column(spec.columns[C.value])
         if pa.types.is_integer(vcol.type) or pa.types.is_floating(vcol.type):
@@ -254,8 +269,8 @@ def load_file(path: Path, spec: LoaderSpec, batch: str) -> pd.DataFrame:
             vtext = text(C.value)
             value = pd.to_numeric(vtext, errors="coerce").astype("float64")
             bad_v = (value.isna() & vtext.notna()).to_numpy() & err.isna().to_numpy()
-            err[bad_v] = ("value " + vtext[bad_v].astype(str).str.slice(0, 40)
-                          + " is not a number").to_numpy()
+            err[bad_v] = ("value is not a number: "
+                          + vtext[bad_v].astype(str).str.slice(0, 40)).to_numpy()
     else:
         value = pd.Series(np.full(n, np.nan))
     err[utf8_bad] = "invalid UTF-8 bytes"

@@ -168,18 +168,20 @@ def check(df: pd.DataFrame, params: Params, now: datetime | None = None) -> Outc
     accepted = df[~bad]
     frac = bad.mean()
     if frac > params.validate_.max_quarantine_fraction:
-        top = quarantined[C.reason].value_counts().head(3)
-        examples = [f"{n}× {why[:120]}" for why, n in top.items()]
+        failing = sorted((c for c in checks if not c["success"] and c["unexpected_count"]),
+                         key=lambda c: -c["unexpected_count"])[:3]
         batch_errors.append(
             f"{int(bad.sum())} of {len(df)} rows ({frac:.1%}) failed, above "
             f"validate.max_quarantine_fraction={params.validate_.max_quarantine_fraction}; "
-            + "; ".join(examples)
+            + "; ".join(f"{c['expectation'][:120]}: {c['unexpected_count']}×, e.g. "
+                        f"{[e[:60] for e in c['examples'][:3]]}" for c in failing)
         )
     return Outcome(accepted, quarantined, checks, batch_errors, result)
 
 
 def _sources(paths: Paths) -> dict[str, str]:
-    """batch → the file it came from (from ingest's manifest), for messages people can act on."""
+    """batch → the file it came from (from ingest's manifest), for messages people can act on.
+    Batches that landed with no rows (a header-only file) are listed too: they must fail."""
     m = paths.events / "manifest.json"
     if not m.exists():
         return {}
@@ -215,9 +217,13 @@ def run(params: Params, paths: Paths) -> dict:
         df[C.batch] = "events"
     sources = _sources(paths)
     now = datetime.now(UTC)
-    names = list(df[C.batch].astype(str).unique()) or ["events"]
-    batches = [(names[0], df)] if len(names) == 1 else [
-        (b, g) for b, g in df.groupby(df[C.batch].astype(str), sort=False, observed=True)]
+    names = list(df[C.batch].astype(str).unique())
+    if len(names) > 1:
+        batches = [(b, g) for b, g in df.groupby(df[C.batch].astype(str), sort=False, observed=True)]
+    else:
+        batches = [(names[0], df)] if names else ([] if sources else [("events", df)])
+    empty = pd.DataFrame({c: df[c].iloc[0:0] for c in df.columns})
+    batches += [(b, empty) for b in sources if b not in names]
     outs, per_batch, failed = {}, [], []
     for b, g in batches:
         out = check(g.drop(columns=[C.batch]), params, now)
