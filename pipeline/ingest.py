@@ -110,7 +110,7 @@ def _ingest_landing(params: Params, paths: Paths) -> dict:
     old_events = (pd.read_parquet(paths.events / "events.parquet")
                   if manifest and (paths.events / "events.parquet").exists() else None)
     frames = ([old_events] if old_events is not None else []) + new_frames
-    events = canonical(pd.concat(frames, ignore_index=True))
+    events = canonical(_concat(frames))
     items = items_of(events)
     with atomic_dir(paths.events) as tmp:
         events.to_parquet(tmp / "events.parquet", index=False)
@@ -119,6 +119,24 @@ def _ingest_landing(params: Params, paths: Paths) -> dict:
     n_new = sum(e["rows"] for e in new_entries.values())
     return {**result, "new_events": n_new, "events": len(events),
             "users": int(events[C.user].nunique()), "items": int(events[C.item].nunique())}
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concat that keeps categorical columns categorical (pandas falls back to object when
+    categories differ, which at millions of rows costs seconds and gigabytes)."""
+    from pandas.api.types import union_categoricals
+
+    if len(frames) == 1:
+        return frames[0]
+    cols = list(dict.fromkeys(c for f in frames for c in f.columns))
+    out = {}
+    for c in cols:
+        parts = [f[c] if c in f.columns else pd.Series([None] * len(f), dtype=object) for f in frames]
+        if all(isinstance(p.dtype, pd.CategoricalDtype) for p in parts):
+            out[c] = pd.Series(union_categoricals([p.array for p in parts]))
+        else:
+            out[c] = pd.concat([p.reset_index(drop=True) for p in parts], ignore_index=True)
+    return pd.DataFrame(out)
 
 
 def run(params: Params, paths: Paths) -> dict:

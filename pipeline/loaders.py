@@ -178,44 +178,69 @@ def _read_csv(path: Path, spec: LoaderSpec, delimiter: str) -> tuple[pa.Table, l
         sys.unraisablehook = hook
 
 
-def _to_str(col: pa.ChunkedArray | pa.Array) -> tuple[pd.Series, np.ndarray]:
-    """(strings with blank → null, mask of rows whose bytes were not valid UTF-8)."""
-    if pa.types.is_binary(col.type):
-        raw = col.to_pylist()
-        bad = np.zeros(len(raw), dtype=bool)
+def _to_str(col: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray]:
+    """(trimmed strings with blank → null, mask of rows whose bytes were not valid UTF-8).
+    Stays in Arrow: at 10M rows a round trip through Python strings costs seconds."""
+    n = len(col)
+    bad = np.zeros(n, dtype=bool)
+    if pa.types.is_binary(col.type):  # only after a UTF-8 failure: decode value by value
         out: list[str | None] = []
-        for i, b in enumerate(raw):
-            if b is None:
-                out.append(None)
-                continue
+        for i, b in enumerate(col.to_pylist()):
             try:
-                out.append(b.decode("utf-8"))
+                out.append(None if b is None else b.decode("utf-8"))
             except UnicodeDecodeError:
                 bad[i] = True
                 out.append(b.decode("utf-8", errors="replace"))
-        s = pd.Series(out, dtype="string[pyarrow]")
-    else:
-        if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
-            col = pc.cast(col, pa.string())
-        s = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(col) if isinstance(col, pa.Array)
-                                                 else col))
-        bad = np.zeros(len(s), dtype=bool)
-    s = s.str.strip()
-    return s.mask(s == ""), bad
+        col = pa.chunked_array([pa.array(out, pa.string())])
+    elif not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = pc.cast(col, pa.string())
+    col = pc.utf8_trim_whitespace(col)
+    return pc.if_else(pc.equal(col, ""), pa.scalar(None, col.type), col), bad
 
 
-def _timestamps(raw: pa.ChunkedArray, unit: str) -> tuple[pd.Series, pd.Series]:
-    """(UTC timestamps with NaT where unparseable, the raw text as strings)."""
+def _categorical(col: pa.ChunkedArray, rename: dict[str, str] | None = None) -> pd.Series:
+    """Arrow strings → pandas categorical (ids and event types repeat a lot: int codes make
+    null checks, set checks and duplicate detection cheap)."""
+    enc = pc.dictionary_encode(col).combine_chunks()
+    cats = enc.dictionary.to_pandas()
+    codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    if rename:
+        cats = cats.map(lambda x: rename.get(x, x))
+        uniq, inv = np.unique(cats.to_numpy(dtype=object).astype(str), return_inverse=True)
+        codes = np.where(codes >= 0, inv[np.maximum(codes, 0)], -1)
+        cats = pd.Index(uniq)
+    return pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype=object)))
+
+
+def _timestamps(raw: pa.ChunkedArray, unit: str) -> tuple[pd.Series, pa.ChunkedArray | None]:
+    """(UTC timestamps with NaT where unparseable, the raw text or None when already typed).
+    Fast path: one Arrow cast of the whole column; a batch with bad values takes the pandas
+    route with ``errors='coerce'`` so only the bad rows are lost (to quarantine)."""
     if pa.types.is_timestamp(raw.type):
         ts = pd.Series(raw.to_pandas())
         ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-        return ts.dt.as_unit("us"), pd.Series([None] * len(ts), dtype="string")
+        return ts.dt.as_unit("us"), None
+    if pa.types.is_integer(raw.type) or pa.types.is_floating(raw.type):
+        num = pd.Series(raw.to_numpy(), dtype="float64")
+        return pd.to_datetime(num, unit=unit if unit != "iso" else "s", utc=True,
+                              errors="coerce").dt.as_unit("us"), None
     text, _ = _to_str(raw)
+    try:
+        if unit == "iso":
+            arr = pc.cast(text, pa.timestamp("us", tz="UTC"))
+        else:
+            secs = pc.cast(text, pa.float64())
+            mult = 1_000_000 if unit == "s" else 1_000
+            arr = pc.cast(pc.round(pc.multiply(secs, mult)), pa.int64()).cast(
+                pa.timestamp("us", tz="UTC"))
+        return pd.Series(arr.to_pandas()).dt.tz_convert("UTC").dt.as_unit("us"), text
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    st = pd.Series(text.to_pandas())
     if unit in ("s", "ms"):
-        num = pd.to_numeric(text, errors="coerce")
-        ts = pd.to_datetime(num, unit=unit, utc=True, errors="coerce")
+        ts = pd.to_datetime(pd.to_numeric(st, errors="coerce"), unit=unit, utc=True, errors="coerce")
     else:
-        ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+        ts = pd.to_datetime(st, format="ISO8601", utc=True, errors="coerce")
     return ts.dt.as_unit("us"), text
 
 
@@ -242,64 +267,81 @@ def load_file(path: Path, spec: LoaderSpec, batch: str) -> pd.DataFrame:
                         f"{', '.join(missing)} missing; found: {found}. Fix the file or "
                         "ingest.loader.columns.")
     n = table.num_rows
-    err = pd.Series([None] * n, dtype="object")
+    err = np.full(n, None, dtype=object)
     utf8_bad = np.zeros(n, dtype=bool)
 
-    def text(c: str) -> pd.Series:
+    def text(c: str) -> pa.ChunkedArray:
         s, bad = _to_str(table.column(spec.columns[c]))
         utf8_bad[:] |= bad
         return s
 
-    user, item = text(C.user), text(C.item)
+    def explain(mask: np.ndarray, raw: pa.ChunkedArray, what: str) -> None:
+        mask &= pd.isna(err)
+        if mask.any():
+            vals = pd.Series(raw.filter(pa.array(mask)).to_pandas()).astype(str).str.slice(0, 40)
+            err[mask] = (f"{what}: " + vals).to_numpy()
+
+    user, item = _categorical(text(C.user)), _categorical(text(C.item))
     if spec.constant_event:
-        event = pd.Series(pd.Categorical([spec.constant_event] * n))
+        event = pd.Series(pd.Categorical.from_codes(np.zeros(n, dtype=np.int8),
+                                                    categories=[spec.constant_event]))
     else:
-        ev = text(C.event)
-        event = ev.map(lambda x: spec.events.get(x, x), na_action="ignore") if spec.events else ev
-        event = event.astype("category")
+        event = _categorical(text(C.event), spec.events)
     ts, ts_text = _timestamps(table.column(spec.columns[C.ts]), spec.time_unit)
-    bad_ts = (ts.isna() & ts_text.notna()).to_numpy()
-    err[bad_ts] = (f"event_timestamp is not a timestamp ({spec.time_unit}): "
-                   + ts_text[bad_ts].astype(str).str.slice(0, 40)).to_numpy()
+    if ts_text is not None:
+        explain(ts.isna().to_numpy() & ts_text.is_valid().to_numpy(zero_copy_only=False),
+                ts_text, f"event_timestamp is not a timestamp ({spec.time_unit})")
     if spec.columns.get(C.value) in table.column_names:
         vcol = table.column(spec.columns[C.value])
         if pa.types.is_integer(vcol.type) or pa.types.is_floating(vcol.type):
-            value = pd.Series(vcol.to_numpy(zero_copy_only=False), dtype="float64")
+            value = pd.Series(vcol.to_numpy(), dtype="float64")
         else:
             vtext = text(C.value)
-            value = pd.to_numeric(vtext, errors="coerce").astype("float64")
-            bad_v = (value.isna() & vtext.notna()).to_numpy() & err.isna().to_numpy()
-            err[bad_v] = ("value is not a number: "
-                          + vtext[bad_v].astype(str).str.slice(0, 40)).to_numpy()
+            try:
+                value = pd.Series(pc.cast(vtext, pa.float64()).to_numpy(zero_copy_only=False))
+            except pa.ArrowInvalid:
+                value = pd.to_numeric(pd.Series(vtext.to_pandas()), errors="coerce")
+            value = value.astype("float64")
+            explain(value.isna().to_numpy() & vtext.is_valid().to_numpy(zero_copy_only=False),
+                    vtext, "value is not a number")
     else:
         value = pd.Series(np.full(n, np.nan))
     err[utf8_bad] = "invalid UTF-8 bytes"
     out = pd.DataFrame({C.user: user, C.item: item, C.event: event, C.ts: ts, C.value: value,
-                        C.batch: batch, C.parse_error: err})
+                        C.batch: pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), [batch]),
+                        C.parse_error: err})
     if spec.columns.get(C.category) in table.column_names:
-        out[C.category] = text(C.category)
+        out[C.category] = _categorical(text(C.category))
     if malformed:
         junk = pd.DataFrame({C.batch: [batch] * len(malformed), C.parse_error: malformed})
-        junk[C.event] = pd.Categorical([None] * len(malformed), categories=out[C.event].cat.categories)
         out = pd.concat([out, junk], ignore_index=True)
     return canonical(out)
 
 
+def _cat(s: pd.Series) -> pd.Series:
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return s
+    return s.astype("string[pyarrow]").astype("category")
+
+
 def canonical(df: pd.DataFrame) -> pd.DataFrame:
     """Cast a frame with the canonical columns (+ optional bookkeeping) to canonical dtypes:
-    ids as Arrow strings, event_type categorical (cheap to check at 10M rows), UTC µs times."""
+    ids, event type and batch categorical (string categories), UTC µs timestamps, float value.
+    ``validate`` writes the validated table with plain string ids again."""
     out = pd.DataFrame(
         {
-            C.user: df[C.user].astype("string[pyarrow]"),
-            C.item: df[C.item].astype("string[pyarrow]"),
-            C.event: df[C.event].astype("string[pyarrow]").astype("category"),
+            C.user: _cat(df[C.user]),
+            C.item: _cat(df[C.item]),
+            C.event: _cat(df[C.event]),
             C.ts: pd.to_datetime(df[C.ts], utc=True).dt.as_unit("us"),
             C.value: pd.to_numeric(df[C.value], errors="coerce").astype("float64"),
         }
     )
-    for extra in (C.batch, C.parse_error, C.category):
+    for extra in (C.batch, C.category):
         if extra in df.columns:
-            out[extra] = df[extra].astype("string[pyarrow]") if extra != C.parse_error else df[extra]
+            out[extra] = _cat(df[extra])
+    if C.parse_error in df.columns:
+        out[C.parse_error] = df[C.parse_error].astype(object)
     return out
 
 

@@ -78,6 +78,12 @@ def _gx_validate(df: pd.DataFrame, expectations: list):
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    # GX fingerprints every in-memory batch under 1 GB by hashing every cell (≈ 2 s per 1M
+    # rows, twice per validation). The batch already has an identity (its file's content
+    # hash), so skip that work.
+    pandas_execution_engine.HASH_THRESHOLD = 0
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = ctx.data_sources.add_pandas("recflow").add_dataframe_asset("events")
@@ -108,7 +114,7 @@ def _rows(idx: list) -> np.ndarray:
 def _blank_to_null(df: pd.DataFrame) -> pd.DataFrame:
     """Blank ids are as missing as nulls (loaders already do this; frames built by hand may not)."""
     for col in (C.user, C.item):
-        if col in df.columns and not isinstance(df[col].dtype, pd.CategoricalDtype):
+        if col in df.columns and df[col].dtype == object:
             s = df[col].astype("string[pyarrow]").str.strip()
             df[col] = s.mask(s == "")
     return df
@@ -205,6 +211,21 @@ def _data_docs(results: dict[str, object], out: Path) -> None:
         f"<ul>{''.join(links)}</ul>\n")
 
 
+def _write_plain(frames: list[pd.DataFrame], path: Path) -> None:
+    """Parquet with plain string columns (categoricals are an in-memory speed-up only, so the
+    validated table keeps the canonical schema for every reader)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [pa.Table.from_pandas(f, preserve_index=False) for f in frames]
+    cast = []
+    for t in tables:
+        fields = [pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                  for f in t.schema]
+        cast.append(t.cast(pa.schema(fields)).replace_schema_metadata(None))
+    pq.write_table(pa.concat_tables(cast, promote_options="permissive"), path)
+
+
 def run(params: Params, paths: Paths) -> dict:
     src = paths.events / "events.parquet"
     try:
@@ -217,9 +238,9 @@ def run(params: Params, paths: Paths) -> dict:
         df[C.batch] = "events"
     sources = _sources(paths)
     now = datetime.now(UTC)
-    names = list(df[C.batch].astype(str).unique())
+    names = [str(b) for b in df[C.batch].dropna().unique()]
     if len(names) > 1:
-        batches = [(b, g) for b, g in df.groupby(df[C.batch].astype(str), sort=False, observed=True)]
+        batches = [(str(b), g) for b, g in df.groupby(C.batch, sort=False, observed=True)]
     else:
         batches = [(names[0], df)] if names else ([] if sources else [("events", df)])
     empty = pd.DataFrame({c: df[c].iloc[0:0] for c in df.columns})
@@ -250,14 +271,13 @@ def run(params: Params, paths: Paths) -> dict:
         raise DataError(f"validation refused {len(failed)} batch(es): {' | '.join(failed)}. "
                         "Validated data left unchanged; details in reports/validation_failed.json.")
     canon = list(C.EVENT_TABLE)
-    accepted = pd.concat([o.accepted[canon] for o in outs.values()], ignore_index=True)
     with atomic_dir(paths.validated) as tmp:
-        accepted.to_parquet(tmp / "events.parquet", index=False)
+        _write_plain([o.accepted[canon] for o in outs.values()], tmp / "events.parquet")
         items.to_parquet(tmp / "items.parquet", index=False)
     with atomic_dir(paths.quarantine) as tmp:
         for b, o in outs.items():
             keep = [c for c in (*canon, C.parse_error, C.reason) if c in o.quarantined.columns]
-            o.quarantined[keep].to_parquet(tmp / f"{b}.parquet", index=False)
+            _write_plain([o.quarantined[keep]], tmp / f"{b}.parquet")
     with atomic_dir(paths.reports / "validation_docs") as tmp:
         _data_docs({b: o.result for b, o in outs.items() if o.result is not None}, tmp)
     write_json(paths.reports / "validation.json", report)
