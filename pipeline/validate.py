@@ -77,7 +77,6 @@ def _gx_validate(df: pd.DataFrame, expectations: list):
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
-
     from great_expectations.execution_engine import pandas_execution_engine
 
     # GX fingerprints every in-memory batch under 1 GB by hashing every cell (≈ 2 s per 1M

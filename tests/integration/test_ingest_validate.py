@@ -2,6 +2,7 @@
 batch that stops the pipeline with one line while validated data stays as it was."""
 
 import json
+
 import pandas as pd
 import pytest
 
