@@ -227,7 +227,10 @@ def _timestamps(raw: pa.ChunkedArray, unit: str) -> tuple[pd.Series, pa.ChunkedA
     text, _ = _to_str(raw)
     try:
         if unit == "iso":
-            arr = pc.cast(text, pa.timestamp("us", tz="UTC"))
+            try:
+                arr = pc.cast(text, pa.timestamp("us", tz="UTC"))
+            except pa.ArrowInvalid:  # no zone designator anywhere: naive times are UTC
+                arr = pc.cast(text, pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
         else:
             secs = pc.cast(text, pa.float64())
             mult = 1_000_000 if unit == "s" else 1_000
@@ -351,7 +354,8 @@ def items_of(events: pd.DataFrame) -> pd.DataFrame:
         cat = events[[C.item, C.category]].dropna(subset=[C.item])
         cat = cat.drop_duplicates(C.item, keep="last")
         return pd.DataFrame({C.item: cat[C.item].astype(str).to_numpy(),
-                             C.category: cat[C.category].fillna("unknown").astype(str).to_numpy()})
+                             C.category: cat[C.category].astype(object).fillna("unknown")
+                             .astype(str).to_numpy()})
     ids = events[C.item].dropna().unique()
     return pd.DataFrame({C.item: np.asarray(ids, dtype=object), C.category: "unknown"})
 

@@ -169,3 +169,15 @@ def test_movielens_source_on_a_tiny_folder(tmp_path):
     assert out["events"] == 2
     items = pd.read_parquet(p.events / "items.parquet")
     assert items.set_index(C.item)[C.category]["1"] == "Adventure"
+
+
+def test_naive_iso_times_are_utc_and_missing_category_is_unknown(tmp_path):
+    f = write(tmp_path / "e.csv", "user_id,item_id,event_type,event_timestamp,category\n"
+                                  "u,i1,view,2026-01-01 05:00:00,books\nu,i2,view,2026-01-01,\n")
+    lp = LoaderParams(columns={"category": "category"})
+    df = load_file(f, resolve(lp), "b")
+    assert list(df[C.ts]) == [pd.Timestamp("2026-01-01T05:00", tz="UTC"),
+                              pd.Timestamp("2026-01-01", tz="UTC")]
+    from pipeline.loaders import items_of
+
+    assert items_of(df).set_index(C.item)[C.category].to_dict() == {"i1": "books", "i2": "unknown"}
