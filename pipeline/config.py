@@ -78,7 +78,7 @@ class SignalParams(_Frozen):
 
 
 class ValidateParams(_Frozen):
-    timestamp_floor: date = date(2000, 1, 1)
+    timestamp_floor: date = date(1995, 1, 1)
     max_quarantine_fraction: float = Field(0.1, ge=0, le=1)
     value_ranges: dict[str, tuple[float | None, float | None]] = {
         "play": (0.0, 1.0), "rating": (0.5, 5.0)}
