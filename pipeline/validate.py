@@ -36,8 +36,9 @@ _ROW_ORDER = (
     "expect_column_values_to_not_be_null",
     "expect_column_values_to_be_in_set",
     "expect_column_values_to_be_between",
-    "expect_compound_columns_to_be_unique",
+    "expect_column_values_to_be_unique",
 )
+_ROW_HASH = "_row_hash"
 
 
 @dataclass
@@ -69,7 +70,10 @@ def _suite(params: Params, now: datetime, has_parse_error: bool) -> list:
         if t in params.event_types:
             ex.append(gxe.ExpectColumnValuesToBeBetween(
                 column=C.value, min_value=lo, max_value=hi, row_condition=Column(C.event) == t))
-    ex.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(C.EVENT_TABLE)))
+    # Exact duplicates: GX's compound-unique over five columns grows faster than linear
+    # (8 of 21 s at 4M rows); one uint64 hash per row checked for uniqueness finds every
+    # candidate in linear time, and check() confirms real duplicates among those few rows.
+    ex.append(gxe.ExpectColumnValuesToBeUnique(column=_ROW_HASH))
     return ex
 
 
@@ -132,6 +136,7 @@ def check(df: pd.DataFrame, params: Params, now: datetime | None = None) -> Outc
         return Outcome(df, empty_q, [], ["expect_table_row_count_to_be_between(min_value=1) "
                                          "failed: the batch is empty"])
     has_pe = C.parse_error in df.columns
+    df[_ROW_HASH] = pd.util.hash_pandas_object(df[list(C.EVENT_TABLE)], index=False).to_numpy()
     _, result = _gx_validate(df, _suite(params, now, has_pe))
     reasons = np.full(len(df), None, dtype=object)
     checks, batch_errors = [], []
@@ -156,8 +161,9 @@ def check(df: pd.DataFrame, params: Params, now: datetime | None = None) -> Outc
             batch_errors.append(f"{_describe(cfg)} failed" + (f" ({msg})" if msg else ""))
             continue
         rows = _rows(idx)
-        if cfg.type == "expect_compound_columns_to_be_unique":
+        if cfg.type == "expect_column_values_to_be_unique":
             # GX flags every copy; the first one is a good event, later ones are duplicates
+            rows = np.sort(rows)
             dup = df.iloc[rows].duplicated(subset=list(C.EVENT_TABLE), keep="first").to_numpy()
             rows = rows[dup]
             why = "exact duplicate of an earlier event"
@@ -169,6 +175,7 @@ def check(df: pd.DataFrame, params: Params, now: datetime | None = None) -> Outc
         else:
             reasons[fresh] = why
     bad = ~pd.isna(reasons)
+    df = df.drop(columns=[_ROW_HASH])
     quarantined = df[bad].assign(**{C.reason: reasons[bad]})
     accepted = df[~bad]
     frac = bad.mean()
