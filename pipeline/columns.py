@@ -13,5 +13,7 @@ class Columns:
     reason = "reason"
     score = "score"
     rank = "rank"
+    batch = "batch"              # which landed file / source a raw event came from
+    parse_error = "parse_error"  # why a raw row could not be read (None when fine)
 
     EVENT_TABLE = (user, item, event, ts, value)

@@ -22,9 +22,21 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class LoaderParams(_Frozen):
+    """How a file maps onto the canonical event table; a preset brings defaults for all."""
+
+    preset: Literal["generic", "movielens", "ecommerce"] = "generic"
+    format: Literal["auto", "csv", "tsv", "parquet"] = "auto"
+    columns: dict[Literal["user_id", "item_id", "event_type", "event_timestamp", "value",
+                          "category"], str] = {}
+    events: dict[str, str] = {}
+    time_unit: Literal["s", "ms", "iso"] | None = None
+
+
 class IngestParams(_Frozen):
-    source: Literal["synthetic", "landing", "movielens"] = "synthetic"
+    source: Literal["synthetic", "landing", "movielens", "file"] = "synthetic"
     path: str | None = None
+    loader: LoaderParams = LoaderParams()
 
 
 class SyntheticParams(_Frozen):
@@ -50,9 +62,15 @@ class WatchParams(_Frozen):
     abandon_penalty: float = -1.0
 
 
+class RatingParams(_Frozen):
+    neutral: float = 3.0
+    per_star: float = Field(0.5, ge=0)
+
+
 class SignalParams(_Frozen):
     weights: dict[str, float]
     watch: WatchParams = WatchParams()
+    rating: RatingParams = RatingParams()
     repeat_bonus: float = 0.5
     half_life_days: float | None = Field(None, gt=0)
     alpha: float = Field(1.0, gt=0)
@@ -60,8 +78,10 @@ class SignalParams(_Frozen):
 
 
 class ValidateParams(_Frozen):
-    timestamp_floor: date = date(2000, 1, 1)
+    timestamp_floor: date = date(1995, 1, 1)
     max_quarantine_fraction: float = Field(0.1, ge=0, le=1)
+    value_ranges: dict[str, tuple[float | None, float | None]] = {
+        "play": (0.0, 1.0), "rating": (0.5, 5.0)}
 
 
 class FeatureParams(_Frozen):

@@ -2,8 +2,9 @@
 
 Each event adds its type's weight; a play adds ``weight·watch_fraction`` plus a bonus when
 watched past ``strong_threshold`` or a penalty when abandoned before ``abandon_threshold``;
-every repeat of a play or purchase adds ``repeat_bonus``; with a half-life, older events
-count less. A pair is a positive only when its net signal is > 0, and then
+a rating (MovieLens stars) adds ``per_star·(stars − neutral)`` on top of its weight; every
+repeat of a play or purchase adds ``repeat_bonus``; with a half-life, an event ``age`` days
+older than the newest event (or ``as_of``) counts ``0.5**(age/half_life)``. A pair is a positive only when its net signal is > 0, and then
 ``confidence = 1 + alpha·log(1 + net/epsilon)``. Pairs never seen are unknown, not negative.
 
 Example (defaults): view + click + purchase = 1 + 2 + 5 = 8 → 1 + log(9) ≈ 3.20;
@@ -37,16 +38,24 @@ def event_weight_sql(sp: SignalParams) -> str:
         f" + (CASE WHEN {C.value} < {w.abandon_threshold} THEN {w.abandon_penalty} ELSE 0 END)"
         " ELSE 0 END)"
     )
-    return f"({base} + {play})"
+    r = sp.rating
+    rating = (
+        f"(CASE WHEN {C.event} = 'rating' AND {C.value} IS NOT NULL THEN "
+        f"{r.per_star} * ({C.value} - {r.neutral}) ELSE 0 END)"
+    )
+    return f"({base} + {play} + {rating})"
 
 
 def confidence_sql(sp: SignalParams, source: str, as_of: datetime | None = None) -> str:
     """SQL over ``source`` (a table expression of canonical events) giving per pair:
-    user_id, item_id, net, confidence, n_events, last_ts. Only net > 0 rows are returned."""
+    user_id, item_id, net, confidence, n_events, last_ts. Only net > 0 rows are returned.
+    Decay (when ``half_life_days`` is set) is measured from ``as_of``, else the newest event."""
     decay = "1.0"
-    if sp.half_life_days and as_of is not None:
+    if sp.half_life_days:
+        ref = (f"epoch(TIMESTAMPTZ {_q(as_of.isoformat())})" if as_of is not None
+               else f"(SELECT epoch(max({C.ts})) FROM {source})")
         decay = (
-            f"pow(0.5, greatest(0, epoch(TIMESTAMPTZ {_q(as_of.isoformat())}) - epoch({C.ts}))"
+            f"pow(0.5, greatest(0, {ref} - epoch({C.ts}))"
             f" / ({sp.half_life_days} * 86400.0))"
         )
     return f"""

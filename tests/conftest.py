@@ -13,7 +13,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-DATASETS = ROOT.parent / "shared" / "datasets"
+# ../shared/datasets from the main checkout; ../../shared/datasets from a worktree in wt/<name>
+DATASETS = next((d for d in (ROOT.parent / "shared" / "datasets",
+                             ROOT.parent.parent / "shared" / "datasets") if d.is_dir()),
+                ROOT.parent / "shared" / "datasets")
 
 TINY = {
     "synthetic": {"n_events": 20000, "n_users": 400, "n_items": 600, "n_categories": 8},
