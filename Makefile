@@ -19,7 +19,7 @@ help:
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || { echo "uv not found; installing it with pip…"; python3 -m pip install --quiet uv; }
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
 	@test -d .dvc || { echo "missing .dvc/: this is not a recflow checkout"; exit 2; }
 
 demo: install
