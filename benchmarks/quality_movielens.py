@@ -8,7 +8,8 @@ slice carved out of the training part, never at the holdout.
 
     .venv/bin/python benchmarks/quality_movielens.py [--data DIR] [--set key=value ...]
 
-``--set`` overrides a ``model.*`` key of params.yaml for the project's row (e.g.
+``--preset FILE`` (e.g. ``benchmarks/params.movielens.yaml``) overrides ``model.*`` keys of
+params.yaml for the project's row; ``--set`` overrides one more key on top (e.g.
 ``--set no_components=64``). Prints a markdown table.
 """
 
@@ -64,6 +65,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "ml-latest-small")
     ap.add_argument("--identity-row", action="store_true",
                     help="also measure the project's model without feature tokens")
+    ap.add_argument("--preset", type=Path, metavar="FILE",
+                    help="YAML with a model: section overriding params.yaml for the project's row")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a model.* key of params.yaml for the project's row")
     args = ap.parse_args()
@@ -72,7 +75,8 @@ def main() -> int:
         return 2
 
     base = load_params(ROOT / "params.yaml")
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    preset = (yaml.safe_load(args.preset.read_text()) or {}).get("model", {}) if args.preset else {}
+    overrides = {**preset, **{k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}}
     model_params = ModelParams.model_validate({**base.model.model_dump(), **overrides})
     params = base.model_copy(update={
         "model": model_params,
@@ -127,7 +131,8 @@ def main() -> int:
     trained = len(curve) + (best if m.refit else 0)
     measure("recflow LightFM hybrid", model, secs, trained,
             f"{m.no_components} comps, lr {m.learning_rate}, max_sampled {m.max_sampled}, "
-            f"α {m.item_alpha}/{m.user_alpha}, best epoch {best}/{len(curve)}"
+            f"α {m.item_alpha}/{m.user_alpha}, best epoch {best}/{len(curve)} "
+            f"(val p@{K} {max(c['val_precision'] for c in curve):.4f})"
             f"{' + refit' if m.refit else ''}, genres+pop / activity tokens")
 
     if args.identity_row:
@@ -135,12 +140,14 @@ def main() -> int:
         model, curve, best = fit_early_stopping(m, fit_part, val, None, None, K, full_train=train)
         secs = time.perf_counter() - t0
         measure("same, identity only (no tokens)", model, secs,
-                len(curve) + (best if m.refit else 0), f"best epoch {best}/{len(curve)}")
+                len(curve) + (best if m.refit else 0),
+                f"best epoch {best}/{len(curve)} (val p@{K} {max(c['val_precision'] for c in curve):.4f})")
 
     pop_p = rows[0]["p"]
     print(f"MovieLens latest-small, leave-{N_OUT}-out (seed {SEED}), {pairs[C.user].nunique()} users, "
           f"{len(train)} train / {len(hold)} holdout pairs, k={K}; project model: params.yaml "
-          f"model section{' with ' + ' '.join(args.set) if args.set else ''}\n")
+          f"model section{' with ' + str(args.preset.name) if args.preset else ''}"
+          f"{' and ' + ' '.join(args.set) if args.set else ''}\n")
     print("| model | precision@10 | recall@10 | ndcg@10 | map@10 | AUC | coverage | × popularity "
           "| fit s | s/epoch | score all users s | setting |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
