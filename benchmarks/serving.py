@@ -109,7 +109,7 @@ def main() -> None:
 
     port = free_port()
     fsrv = start([sys.executable, "-m", "feast.cli.cli", "-c", str(p.feature_repo), "serve", "-p", str(port),
-                  "--no-access-log"], f"http://{host}:{port}/health", ROOT)
+                  "--no-access-log", "--max-requests", "10000000"], f"http://{host}:{port}/health", ROOT)
     try:
         reqs = [_loadgen.post_json("/get-online-features", json.dumps(
             {"feature_service": store.SERVING_SERVICE, "entities": {"user_id": [u]}}).encode(), host) for u in users]
