@@ -19,25 +19,23 @@ def _missing(v: Any) -> bool:
     return v is None or v == "" or (isinstance(v, float) and math.isnan(v)) or str(v) == "<NA>"
 
 
-def _log2_bucket(v: Any) -> str | None:
+def _number(v: Any) -> float | None:
     try:
         x = float(v)
     except (TypeError, ValueError):
         return None
-    if math.isnan(x):
-        return None
-    return str(int(math.floor(math.log2(1.0 + max(x, 0.0)))))
+    return None if math.isnan(x) else x
+
+
+def _log2_bucket(v: Any) -> str | None:
+    x = _number(v)
+    return None if x is None else str(int(math.floor(math.log2(1.0 + max(x, 0.0)))))
 
 
 def _decile(v: Any) -> str | None:
     """Rates in [0, 1] → 0..10 (rates above 1, e.g. repeat purchases, land in 10)."""
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    if math.isnan(x):
-        return None
-    return str(int(math.floor(min(max(x, 0.0), 1.0) * 10)))
+    x = _number(v)
+    return None if x is None else str(int(math.floor(min(max(x, 0.0), 1.0) * 10)))
 
 
 # token name → (source column, value → token value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import subprocess
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ import yaml
 from pipeline import registry
 from pipeline.config import GateParams, Params, Paths
 from pipeline.io import read_json, write_json
+from pipeline.loaders import file_sha256
 
 log = logging.getLogger("recflow.promote")
 
@@ -42,13 +42,7 @@ def decide(ev: dict, gate: GateParams) -> tuple[bool, str]:
 
 
 def _sha(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path) if path.exists() else None
 
 
 def data_hash(root: Path, data: Path) -> dict:
