@@ -14,7 +14,7 @@ from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
 from pipeline.errors import DataError
 from pipeline.hybrid import item_tokens, user_tokens
-from pipeline.io import atomic_dir, read_json, write_csv, write_json
+from pipeline.io import atomic_dir, write_csv, write_json
 from pipeline.model import fit_early_stopping
 from pipeline.split import carve_validation, make_split
 
@@ -86,6 +86,3 @@ def run(params: Params, paths: Paths) -> dict:
     write_json(paths.metrics / "train.json", stats)
     return stats
 
-
-def candidate_meta(paths: Paths) -> dict:
-    return read_json(paths.candidate / "model.json")

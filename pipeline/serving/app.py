@@ -74,10 +74,7 @@ def _body(r: Recommendation) -> dict:
 
 
 def _out(r: Recommendation) -> RecommendationOut:
-    return RecommendationOut(
-        user_id=r.user_id, items=[ItemScore(item_id=i, score=s) for i, s in zip(r.items, r.scores, strict=True)],
-        model_version=r.model_version, features_source=r.features_source, cold_start=r.cold_start,
-    )
+    return RecommendationOut(**_body(r))
 
 
 def create_app(root: Path | None = None, params: Params | None = None) -> FastAPI:
