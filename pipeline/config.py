@@ -151,6 +151,7 @@ class ServingParams(_Frozen):
     max_user_id_length: int = Field(128, ge=1)
     max_events_per_request: int = Field(1000, ge=1)
     reload_poll_seconds: float = Field(2.0, gt=0)
+    blas_threads: int = Field(1, ge=1)
 
 
 class Params(_Frozen):

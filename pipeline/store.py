@@ -144,10 +144,19 @@ def historical(store: FeatureStore, entity_df: pd.DataFrame, service: str = TRAI
 
 
 def online_users(store: FeatureStore, user_ids: list[str], service: str = SERVING_SERVICE) -> pd.DataFrame:
-    """Latest online features per user; unknown users come back as rows of nulls."""
+    """Latest online features per user, read as serving reads them; unknown users come back as
+    rows of nulls."""
+    from pipeline.online_read import OnlineReader
+
+    return pd.DataFrame(OnlineReader(store, service).read(user_ids))
+
+
+def online_users_sdk(store: FeatureStore, user_ids: list[str],
+                     service: str = SERVING_SERVICE) -> dict[str, list]:
+    """The same lookup through Feast's ``get_online_features`` (the reference)."""
     fs = store.get_feature_service(service)
-    out = store.get_online_features(features=fs, entity_rows=[{"user_id": u} for u in user_ids])
-    return pd.DataFrame(out.to_dict())
+    return store.get_online_features(features=fs,
+                                     entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
 
 
 def service_refs(store: FeatureStore, service: str, view: str) -> list[str]:

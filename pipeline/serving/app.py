@@ -85,11 +85,15 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from threadpoolctl import threadpool_limits
+
+        blas = threadpool_limits(limits=sp.blas_threads)  # process-wide, while serving
         state["rec"] = Recommender(params, p)
         state["catalogue"] = _catalogue(p, state["rec"])
         task = asyncio.create_task(_watch(state["rec"], sp.reload_poll_seconds))
         yield
         task.cancel()
+        blas.restore_original_limits()
 
     app = FastAPI(title="recflow", version="1", lifespan=lifespan,
                   description="Top-k recommendations from implicit feedback, with Feast online features.")

@@ -14,6 +14,7 @@ from pipeline.config import Params, Paths
 from pipeline.errors import RecflowError
 from pipeline.hybrid import user_tokens
 from pipeline.model import LightFMRecommender
+from pipeline.online_read import OnlineReader
 from pipeline.ranking import exclusion_cells, top_k_indices
 
 log = logging.getLogger("recflow.serving")
@@ -38,7 +39,7 @@ class Recommender:
         self.store = feature_store or store.open_store(paths)
         self.version: str | None = None
         self.model: LightFMRecommender | None = None
-        self._fs_service = None
+        self._reader: OnlineReader | None = None
         self.reload()
 
     def reload(self) -> bool:
@@ -53,17 +54,13 @@ class Recommender:
         log.debug("serving model %s", version)
         return True
 
-    def _service(self):
-        if self._fs_service is None:  # resolving it from the registry costs ~20 ms: once
-            self._fs_service = self.store.get_feature_service(store.SERVING_SERVICE)
-        return self._fs_service
-
     def online_features(self, users: list[str]) -> tuple[dict[str, list] | None, str]:
-        """Feast online features as a column dict, or (None, "fallback") when unreachable."""
+        """The serving service's online features as a column dict, or (None, "fallback") when
+        the online store cannot be read."""
         try:
-            out = self.store.get_online_features(
-                features=self._service(), entity_rows=[{C.user: u} for u in users]).to_dict()
-            return out, "online"
+            if self._reader is None:  # resolving the service from the registry costs ~20 ms: once
+                self._reader = OnlineReader(self.store, store.SERVING_SERVICE)
+            return self._reader.read(users), "online"
         except Exception as e:  # noqa: BLE001 - an unreachable store must not fail the request
             log.warning("online store unavailable (%s: %s); serving popularity", type(e).__name__, e)
             return None, "fallback"

@@ -14,6 +14,7 @@ import pytest
 from pipeline import features, freshness, materialize, store
 from pipeline.columns import Columns as C
 from pipeline.config import Paths, load_params
+from pipeline.online_read import OnlineReader
 from pipeline.synthetic import generate
 from tests.conftest import ROOT, TINY
 from tests.redis_server import redis_server
@@ -106,6 +107,27 @@ def test_materialize_then_lookup_and_unknown_entities(proj):
     out = fs.get_online_features(features=["item_stats:pop_all", "item_stats:category"],
                                  entity_rows=[{C.item: it[C.item]}, {C.item: "no-such-item"}]).to_dict()
     assert out["pop_all"] == [it.pop_all, None] and out["category"] == [it.category, None]
+
+
+def test_serving_reader_equals_feast_sdk(proj, params):
+    """The serving path reads Feast's online rows itself; it must answer what the SDK answers,
+    for known, unknown and repeated users, and after a push."""
+    paths, online = proj
+    materialize.materialize(paths, online)
+    fs = store.open_store(paths, online)
+    users = sorted(_latest(paths, features.USER_FILE)[C.user].sample(25, random_state=3))
+    asked = [*users, "nobody", users[0]]
+    reader = OnlineReader(fs, store.SERVING_SERVICE)
+    assert reader.read(asked) == store.online_users_sdk(fs, asked)
+
+    before = store.online_users_sdk(fs, [users[1]])["n_events"][0]
+    fresh = pd.DataFrame({C.user: [users[1]] * 2, C.item: ["i0000001", "i0000002"],
+                          C.event: ["view", "click"], C.value: [None, None],
+                          C.ts: [pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=1)] * 2})
+    freshness.push_events(params, paths, fresh, fs=fs)
+    after = reader.read(users[:2])
+    assert after == store.online_users_sdk(fs, users[:2])
+    assert after["n_events"][1] == before + 2
 
 
 def test_incremental_materialization_writes_only_new_windows(proj, params):
