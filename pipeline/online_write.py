@@ -447,29 +447,40 @@ def write_redis(fs: FeatureStore, sp: Spec, batches: Iterator[Batch]) -> int:
     ts_field = f"_ts:{view}".encode()
     project = fs.config.project.encode("utf8")
     undo: list[tuple[bytes, list[bytes], list[bytes | None]]] = []
-    stamps: dict[datetime, tuple[bytes, int]] = {}
+    stamps: dict[datetime, tuple[bytes, int]] = {}  # ts → (RESP "_ts field, value", nanos)
+    ts_cache: dict[bytes, int] = {}
     n = 0
     conn = client.connection_pool.get_connection()
     try:
         for batch in batches:
             fields = [ts_field, *(_mmh3(f"{view}:{name}") for name in batch.names)]
+            m = len(fields)
             keys = [k + project for k in batch.keys]
-            prev = _roundtrip(conn, [_resp([b"HMGET", k, *fields]) for k in keys])
+            kbulk = [b"$%d\r\n%s\r\n" % (len(k), k) for k in keys]
+            # RESP built column-wise: "field, value" bulk strings per column, joined per entity
+            get_tail = _resp(fields)[len(b"*%d\r\n" % m):]
+            get_head = b"*%d\r\n$5\r\nHMGET\r\n" % (m + 2)
+            prev = _roundtrip(conn, [get_head + kb + get_tail for kb in kbulk])
+            cols = [[b"$4\r\n%s\r\n$%d\r\n%s\r\n" % (f, len(v), v) for v in col]
+                    if len(f) == 4 else [_resp([f, v])[len(b"*2\r\n"):] for v in col]
+                    for f, col in zip(fields[1:], batch.values, strict=True)]
+            set_head = b"*%d\r\n$4\r\nHSET\r\n" % (2 * m + 2)
             cmds = []
-            for i, key in enumerate(keys):
+            for i, parts in enumerate(zip(*cols, strict=True)):
                 t = batch.ts[i]
                 if t not in stamps:
-                    stamps[t] = _redis_ts(t)
-                raw, nanos = stamps[t]
+                    raw, nanos = _redis_ts(t)
+                    stamps[t] = _resp([ts_field, raw])[len(b"*2\r\n"):], nanos
+                ts_bulk, nanos = stamps[t]
                 old = prev[i]
-                if old[0] and nanos <= _nanos(old[0]):
-                    continue  # Feast's writer skips rows not newer than what is stored
-                args = [b"HSET", key, ts_field, raw]
-                for f, col in zip(fields[1:], batch.values, strict=True):
-                    args.append(f)
-                    args.append(col[i])
-                cmds.append(_resp(args))
-                undo.append((key, fields, old))
+                if old[0]:
+                    seen = ts_cache.get(old[0])
+                    if seen is None:
+                        seen = ts_cache[old[0]] = _nanos(old[0])
+                    if nanos <= seen:
+                        continue  # Feast's writer skips rows not newer than what is stored
+                cmds.append(b"".join((set_head, kbulk[i], ts_bulk, *parts)))
+                undo.append((keys[i], fields, old))
             _send_chunk(conn, cmds)
             n += len(cmds)
     except BaseException:
