@@ -5,6 +5,11 @@ the end of the last window written. A run materializes only ``(watermark, newest
 first run (no watermark, or a SQLite file that is gone) writes an explicit window over all the
 rows that exist. ``materialize_incremental`` is never used: on a first run it starts at
 now − ttl and silently skips older rows. ``recflow backfill`` rewrites an explicit window.
+
+Windows are written by :mod:`pipeline.online_write` (the newest row per entity in
+``[start, end)``, in Feast's exact online layout, one SQLite transaction / a Redis undo log);
+a view or store it cannot reproduce exactly goes through Feast's own ``materialize``. A
+watermark moves only after its window was written.
 """
 
 from __future__ import annotations

@@ -110,11 +110,12 @@ def latest_rows(sp: Spec, start: datetime, end: datetime):
         cols.append(sp.created_field)
         order += f', "{sp.created_field}" DESC'
     sel = ", ".join(f'"{c}"' for c in cols)
+    src = str(sp.path).replace("'", "''")
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         return con.sql(
-            f"SELECT {sel} FROM read_parquet('{sp.path}') "
+            f"SELECT {sel} FROM read_parquet('{src}') "
             f'WHERE "{sp.ts_field}" >= $s AND "{sp.ts_field}" < $e '
             f'QUALIFY row_number() OVER (PARTITION BY "{sp.join_key}" ORDER BY {order}) = 1',
             params={"s": start, "e": end}).to_arrow_table()
@@ -502,6 +503,21 @@ def write_redis(fs: FeatureStore, sp: Spec, batches: Iterator[Batch]) -> int:
 
 # --- entry ----------------------------------------------------------------------------------
 
+def _prefetch(it: Iterator[Batch]) -> Iterator[Batch]:
+    """Encode the next chunk in a thread while the current one is written: SQLite's step and
+    socket I/O release the GIL, so the two overlap. Errors surface in the consumer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="recflow-encode") as ex:
+        fut = ex.submit(next, it, None)
+        while True:
+            batch = fut.result()
+            if batch is None:
+                return
+            fut = ex.submit(next, it, None)
+            yield batch
+
+
 def write_view(fs: FeatureStore, view: str, start: datetime, end: datetime) -> int:
     """Materialize ``view`` for ``[start, end)``; returns the entity rows written.
 
@@ -512,7 +528,7 @@ def write_view(fs: FeatureStore, view: str, start: datetime, end: datetime) -> i
     table = latest_rows(sp, start, end)
     if table.num_rows == 0:
         return 0
-    batches = encode(sp, table)
+    batches = _prefetch(encode(sp, table))
     kind = _store_kind(fs)
     n = (write_redis(fs, sp, batches) if kind.startswith("redis")
          else write_sqlite(fs, sp, batches, table.num_rows))
