@@ -5,10 +5,16 @@ the end of the last window written. A run materializes only ``(watermark, newest
 first run (no watermark, or a SQLite file that is gone) writes an explicit window over all the
 rows that exist. ``materialize_incremental`` is never used: on a first run it starts at
 now − ttl and silently skips older rows. ``recflow backfill`` rewrites an explicit window.
+
+Windows are written by :mod:`pipeline.online_write` (the newest row per entity in
+``[start, end)``, in Feast's exact online layout, one SQLite transaction / a Redis undo log);
+a view or store it cannot reproduce exactly goes through Feast's own ``materialize``. A
+watermark moves only after its window was written.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,13 +22,14 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline import store
+from pipeline import online_write, store
 from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
 from pipeline.errors import ConfigError, DataError
 from pipeline.features import ITEM_FILE, USER_FILE
 from pipeline.io import read_json, write_json
 
+log = logging.getLogger("recflow.materialize")
 WATERMARK_FILE = "materialized.json"
 #: view name → (feature file, join key)
 VIEWS: dict[str, tuple[str, str]] = {
@@ -108,22 +115,32 @@ def plan(paths: Paths, marks: dict[str, datetime]) -> list[Window]:
     return out
 
 
-def _write(fs, windows: list[Window]) -> float:
+def _write(fs, windows: list[Window]) -> tuple[float, dict[str, str]]:
+    """Write each window with the batched writer (Feast's own materialize where it cannot);
+    returns the seconds and which writer each view used."""
     t0 = time.perf_counter()
+    used = {}
     for w in windows:
-        store.materialize(fs, w.start, w.end, [w.view])
-    return time.perf_counter() - t0
+        why = online_write.unsupported(fs, w.view)
+        if why is None:
+            online_write.write_view(fs, w.view, w.start, w.end)
+            used[w.view] = "recflow"
+        else:
+            log.info("materialize %s through Feast: %s", w.view, why)
+            store.materialize(fs, w.start, w.end, [w.view])
+            used[w.view] = f"feast ({why})"
+    return time.perf_counter() - t0, used
 
 
 def _report(paths: Paths, fs, mode: str, names: list[str], windows: list[Window],
-            secs: float) -> dict:
+            secs: float, used: dict[str, str]) -> dict:
     rows = sum(w.entities for w in windows)
     report = {
         "mode": mode,
         "online_store": store.store_id(fs),
         "objects": names,
         "windows": [{"view": w.view, "start": w.start.isoformat(), "end": w.end.isoformat(),
-                     "entity_rows": w.entities} for w in windows],
+                     "entity_rows": w.entities, "writer": used.get(w.view)} for w in windows],
         "entity_rows": rows,
         "seconds": round(secs, 3),
         "entity_rows_per_second": round(rows / secs, 1) if secs and rows else None,
@@ -141,9 +158,9 @@ def materialize(paths: Paths, online: str | None = None) -> dict:
     marks = load_watermarks(paths, sid)
     mode = "incremental" if all(v in marks for v in files) else "first"
     windows = plan(paths, marks)
-    secs = _write(fs, windows)
+    secs, used = _write(fs, windows)
     save_watermarks(paths, sid, {**marks, **{w.view: w.end for w in windows}})
-    return _report(paths, fs, mode, names, windows, secs)
+    return _report(paths, fs, mode, names, windows, secs, used)
 
 
 def backfill(paths: Paths, start: datetime | None = None, end: datetime | None = None,
@@ -166,12 +183,12 @@ def backfill(paths: Paths, start: datetime | None = None, end: datetime | None =
         n = _span(f, key, s, e)[2]
         if n:
             windows.append(Window(view, s, e, n))
-    secs = _write(fs, windows)
+    secs, used = _write(fs, windows)
     # a backfill only moves a watermark forward (an old window does not undo newer writes)
     for w in windows:
         marks[w.view] = max(marks.get(w.view, w.end), w.end)
     save_watermarks(paths, sid, marks)
-    return _report(paths, fs, "backfill", names, windows, secs)
+    return _report(paths, fs, "backfill", names, windows, secs, used)
 
 
 def _summary(report: dict) -> dict:
