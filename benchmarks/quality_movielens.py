@@ -29,15 +29,22 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.baselines import ALS, Popularity, tune_als  # noqa: E402
 from pipeline.columns import Columns as C  # noqa: E402
-from pipeline.config import ModelParams, load_params  # noqa: E402
+from pipeline.config import LoaderParams, ModelParams, load_params  # noqa: E402
 from pipeline.evaluate import score  # noqa: E402
-from pipeline.loaders import load_movielens  # noqa: E402
+from pipeline.loaders import load_file, movielens_file, resolve  # noqa: E402
 from pipeline.model import LightFMRecommender, fit_early_stopping  # noqa: E402
 from pipeline.split import carve_validation  # noqa: E402
 
 K = 10
 N_OUT = 10
 SEED = 42
+
+
+def load_movielens_pairs(data: Path) -> pd.DataFrame:
+    """(user_id, item_id, confidence 1) in file order, ids as plain strings."""
+    events = load_file(movielens_file(data), resolve(LoaderParams(), "movielens"), "movielens")
+    pairs = events[[C.user, C.item]].astype(str).drop_duplicates()
+    return pairs.reset_index(drop=True).assign(**{C.confidence: 1.0})
 
 
 def leave_n_out(pairs: pd.DataFrame, n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -83,8 +90,7 @@ def main() -> int:
         "split": base.split.model_copy(update={"strategy": "leave_n_out", "n_out": N_OUT, "seed": SEED}),
     })
 
-    events, _ = load_movielens(args.data)
-    pairs = events[[C.user, C.item]].drop_duplicates().assign(**{C.confidence: 1.0})
+    pairs = load_movielens_pairs(args.data)
     train, hold = leave_n_out(pairs, N_OUT, SEED)
     n_cat = train[C.item].nunique()
     fit_part, val = carve_validation(train, params)
