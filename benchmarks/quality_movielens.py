@@ -72,11 +72,15 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "ml-latest-small")
     ap.add_argument("--identity-row", action="store_true",
                     help="also measure the project's model without feature tokens")
+    ap.add_argument("--skip-hybrid", action="store_true",
+                    help="leave out the (slow) row with feature tokens; needs --identity-row")
     ap.add_argument("--preset", type=Path, metavar="FILE",
                     help="YAML with a model: section overriding params.yaml for the project's row")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a model.* key of params.yaml for the project's row")
     args = ap.parse_args()
+    if args.skip_hybrid and not args.identity_row:
+        ap.error("--skip-hybrid leaves no project row without --identity-row")
     if not (args.data / "ratings.csv").exists():
         print(f"{args.data}: no ratings.csv; nothing to measure", file=sys.stderr)
         return 2
@@ -131,20 +135,21 @@ def main() -> int:
             f"{als_cfg['factors']} factors, reg {als_cfg['regularization']}, alpha {als_cfg['alpha']} "
             f"(val p@{K} {max(g[f'val_precision@{K}'] for g in grid):.4f})")
 
-    t0 = time.perf_counter()
     m = params.model
     ens = f"ensemble of {m.ensemble} seeds (one {m.ensemble * m.no_components}-wide factor model), " \
         if m.ensemble > 1 else ""
     val_p = {}   # project row → best validation p@K: validation, not the holdout, picks the model
-    model, curve, best = fit_early_stopping(m, fit_part, val, utok, itok, K, full_train=train)
-    secs = time.perf_counter() - t0
-    trained = len(curve) + (best if m.refit else 0)
-    measure("recflow LightFM hybrid", model, secs, trained,
-            f"{ens}{m.no_components} comps, lr {m.learning_rate}, max_sampled {m.max_sampled}, "
-            f"α {m.item_alpha}/{m.user_alpha}, best epoch {best}/{len(curve)} "
-            f"(val p@{K} {max(c['val_precision'] for c in curve):.4f})"
-            f"{' + refit' if m.refit else ''}, genres+pop / activity tokens")
-    val_p[rows[-1]["model"]] = max(c["val_precision"] for c in curve)
+    if not args.skip_hybrid:
+        t0 = time.perf_counter()
+        model, curve, best = fit_early_stopping(m, fit_part, val, utok, itok, K, full_train=train)
+        secs = time.perf_counter() - t0
+        trained = len(curve) + (best if m.refit else 0)
+        measure("recflow LightFM hybrid", model, secs, trained,
+                f"{ens}{m.no_components} comps, lr {m.learning_rate}, max_sampled {m.max_sampled}, "
+                f"α {m.item_alpha}/{m.user_alpha}, best epoch {best}/{len(curve)} "
+                f"(val p@{K} {max(c['val_precision'] for c in curve):.4f})"
+                f"{' + refit' if m.refit else ''}, genres+pop / activity tokens")
+        val_p[rows[-1]["model"]] = max(c["val_precision"] for c in curve)
 
     if args.identity_row:
         t0 = time.perf_counter()
@@ -152,7 +157,7 @@ def main() -> int:
         secs = time.perf_counter() - t0
         measure("same, identity only (no tokens)", model, secs,
                 len(curve) + (best if m.refit else 0),
-                f"best epoch {best}/{len(curve)} (val p@{K} {max(c['val_precision'] for c in curve):.4f})")
+                f"{ens if args.skip_hybrid else ''}best epoch {best}/{len(curve)} (val p@{K} {max(c['val_precision'] for c in curve):.4f})")
         val_p[rows[-1]["model"]] = max(c["val_precision"] for c in curve)
 
     pop_p = rows[0]["p"]
