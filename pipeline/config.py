@@ -117,6 +117,7 @@ class ModelParams(_Frozen):
     validation_n: int = Field(5, gt=0)        # leave_n_out split: N per user = validation
     patience: int = Field(3, gt=0)            # epochs without a better validation score
     refit: bool = True                        # refit on all of train for the best epoch count
+    ensemble: int = Field(1, gt=0, le=16)     # N seeds averaged, served as one factor model
 
 
 class ALSParams(_Frozen):

@@ -95,26 +95,37 @@ class LightFMRecommender:
         shape = (len(self.user_ids), len(self.item_ids))
         inter = sp.coo_matrix((np.ones_like(w), (r, c)), shape=shape)
         weights = sp.coo_matrix((w, (r, c)), shape=shape)
-        self._lfm = LightFM(no_components=p.no_components, loss=p.loss, learning_rate=p.learning_rate,
-                            learning_schedule=p.learning_schedule,
-                            item_alpha=p.item_alpha, user_alpha=p.user_alpha,
-                            max_sampled=p.max_sampled, random_state=p.seed)
+        # ``ensemble`` members differ only in their seed and train in lockstep, so early
+        # stopping and refit see one model; ``_snapshot`` folds them into one factor model.
+        self._members = [
+            LightFM(no_components=p.no_components, loss=p.loss, learning_rate=p.learning_rate,
+                    learning_schedule=p.learning_schedule,
+                    item_alpha=p.item_alpha, user_alpha=p.user_alpha,
+                    max_sampled=p.max_sampled, random_state=p.seed + j)
+            for j in range(p.ensemble)]
         pop = train.groupby(C.item)[C.user].nunique()
         self.popularity = pop.reindex(self.item_ids).fillna(0).to_numpy(dtype=np.float32)
         for epoch in range(p.epochs):
-            self._lfm.fit_partial(inter, user_features=uf, item_features=itf, sample_weight=weights,
-                                  epochs=1, num_threads=p.num_threads)
+            for m in self._members:
+                m.fit_partial(inter, user_features=uf, item_features=itf, sample_weight=weights,
+                              epochs=1, num_threads=p.num_threads)
             self._snapshot(itf)
             self.epochs_trained = epoch + 1
             if on_epoch and on_epoch(epoch, self):
                 break
 
     def _snapshot(self, item_features: sp.csr_matrix) -> None:
-        m = self._lfm
-        self.user_emb = np.asarray(m.user_embeddings, dtype=np.float32)
-        self.user_bias = np.asarray(m.user_biases, dtype=np.float32)
-        self.item_repr = np.asarray(item_features @ m.item_embeddings, dtype=np.float32)
-        self.item_bias = np.asarray(item_features @ m.item_biases, dtype=np.float32)
+        """Fold the members into one factor model: the mean of N dot products u_n·i_n equals
+        [u_1 … u_N]/N · [i_1 … i_N], so user rows (identity and token rows alike) are
+        concatenated and divided by N, item representations concatenated, biases averaged.
+        Scoring, serving and the artifact stay those of a single model (just wider)."""
+        ms, n = self._members, len(self._members)
+        self.user_emb = np.hstack([m.user_embeddings for m in ms]).astype(np.float32) / n
+        self.user_bias = np.mean([m.user_biases for m in ms], axis=0).astype(np.float32)
+        self.item_repr = np.hstack([item_features @ m.item_embeddings for m in ms]
+                                   ).astype(np.float32)
+        self.item_bias = np.mean([item_features @ m.item_biases for m in ms], axis=0
+                                 ).astype(np.float32)
         self._uidx = {u: j for j, u in enumerate(self.user_ids)}
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
 

@@ -176,3 +176,55 @@ def test_lightfm_serving_gather_equals_batch_matrix_path(board):
     np.testing.assert_allclose(small, big[: len(users)], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(small_has, big_has[: len(users)])
     assert not small_has[users.index("stranger")] and small_has[users.index("new-even")]
+
+
+def test_lightfm_ensemble_scores_are_the_mean_of_its_members(board, tmp_path):
+    """An ensemble of N seeds is one factor model whose scores are its members' mean, for known
+    users and for a features-only (new) user alike, and survives save/load unchanged."""
+    train, _ = board
+    utok = {f"u{u:02d}": [f"side={u % 2}"] for u in range(N_USERS)}
+    itok = {f"i{i:02d}": [f"kind={i % 3}"] for i in range(N_ITEMS)}
+    params = TINY_LFM.model_copy(update={"epochs": 5, "token_weight": 0.5})
+    ens = LightFMRecommender(params.model_copy(update={"ensemble": 3})).fit(train, utok, itok)
+    members = [LightFMRecommender(params.model_copy(update={"seed": params.seed + j}))
+               .fit(train, utok, itok) for j in range(3)]
+    users = ["u00", "u07", "new-even"]
+    tokens = {**utok, "new-even": ["side=0"]}
+    mean = np.mean([m.scores(users, tokens) for m in members], axis=0)
+    np.testing.assert_allclose(ens.scores(users, tokens), mean, rtol=1e-4, atol=1e-5)
+    assert ens.item_repr.shape[1] == ens.user_emb.shape[1] == 3 * params.no_components
+    assert not np.allclose(members[0].scores(users, tokens), members[1].scores(users, tokens))
+    ens.save(tmp_path / "ens")
+    np.testing.assert_allclose(LightFMRecommender.load(tmp_path / "ens").scores(users, tokens),
+                               ens.scores(users, tokens), rtol=1e-6)
+
+
+def test_ensemble_of_one_is_a_plain_lightfm(board):
+    """ensemble 1 (the default) keeps the single model: same scores as lightfm.LightFM itself."""
+    import scipy.sparse as sp
+    from lightfm import LightFM
+
+    train, _ = board
+    model = LightFMRecommender(TINY_LFM.model_copy(update={"ensemble": 1})).fit(train)
+    uidx = {u: j for j, u in enumerate(model.user_ids)}
+    iidx = {i: j for j, i in enumerate(model.item_ids)}
+    r, c = train[C.user].map(uidx).to_numpy(), train[C.item].map(iidx).to_numpy()
+    shape = (len(uidx), len(iidx))
+    w = train[C.confidence].to_numpy(dtype=np.float32)
+    p = TINY_LFM
+    plain = LightFM(no_components=p.no_components, loss=p.loss, learning_rate=p.learning_rate,
+                    max_sampled=p.max_sampled, random_state=p.seed)
+    plain.fit(sp.coo_matrix((np.ones_like(w), (r, c)), shape=shape),
+              sample_weight=sp.coo_matrix((w, (r, c)), shape=shape), epochs=p.epochs)
+    u = np.repeat([uidx["u00"], uidx["u05"]], len(iidx)).astype(np.int32)
+    i = np.tile(np.arange(len(iidx)), 2).astype(np.int32)
+    # the project drops the user bias: constant per user, it cannot change a ranking
+    expected = plain.predict(u, i).reshape(2, -1) - plain.user_biases[[uidx["u00"], uidx["u05"]], None]
+    np.testing.assert_allclose(model.scores(["u00", "u05"]), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 17])
+def test_ensemble_knob_is_validated(bad):
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError, match="ensemble"):
+        ModelParams(ensemble=bad)
