@@ -195,7 +195,8 @@ def user_features_sql(events: str, params: Params, times: Sequence[datetime], pa
                      f"'n': {_MAX_N} - x // nc}}) AS top__{k}")
         r_aggs += [f"count_if(n__{k} > 0)::BIGINT AS n_items__{k}",
                    f"make_timestamp(max(last__{k}))::TIMESTAMPTZ AS last_ts__{k}",
-                   f"min(({a} - last__{k})::{key_t} * ni + rk, {n_recent}) AS recent__{k}"]
+                   f"min(({a} - last__{k})::{key_t} * ni + rk, {max(1, n_recent)}) "
+                   f"AS recent__{k}"]
         r_dec.append(f"list_transform(recent__{k}, lambda x: items[(x % ni)::BIGINT]) "
                      f"AS recent__{k}")
     names = ["n_events", *[f"n_events_{d}d" for d in w]]
@@ -218,7 +219,8 @@ def user_features_sql(events: str, params: Params, times: Sequence[datetime], pa
         cols += [(f"top_category{sfx}", f"top__{{k}}[{i}].c"),
                  (f"top_category{sfx}_share",
                   f"coalesce(top__{{k}}[{i}].n, 0)::DOUBLE / n_events__{{k}}")]
-    cols.append(("recent_items", "coalesce(array_to_string(recent__{k}, ','), '')"))
+    cols.append(("recent_items", "coalesce(array_to_string(recent__{k}, ','), '')"
+                 if n_recent else "''"))
     ev = _scan(events, snaps, f"{C.user}, {C.event}, {C.value}")
     p = pairs
     return f"""
