@@ -137,7 +137,9 @@ def pairs_sql(events: str, times: Sequence[datetime]) -> str:
     the last one's time in µs (``last__k``). Shared by the user (categories, recent items)
     and the item features (unique users)."""
     snaps = _snaps(times)
-    aggs = ", ".join(f"count_if(us < {a})::BIGINT AS n__{k}, max(CASE WHEN us < {a} THEN us END) "
+    top = max(a for a, _ in snaps)  # the scan keeps only events before it: no condition
+    aggs = ", ".join(f"count(*) AS n__{k}, max(us) AS last__{k}" if a == top else
+                     f"count_if(us < {a})::BIGINT AS n__{k}, max(CASE WHEN us < {a} THEN us END) "
                      f"AS last__{k}" for k, (a, _) in enumerate(snaps))
     return (f"SELECT {C.user}, {C.item}, any_value({C.category}) AS {C.category}, {aggs} "
             f"FROM ({_scan(events, snaps, f'{C.user}, {C.item}, {C.category}')}) "
