@@ -196,7 +196,7 @@ def user_features_sql(events: str, params: Params, times: Sequence[datetime], pa
         t_dec.append(f"list_transform(top__{k}, lambda x: {{'c': cats[x % nc], "
                      f"'n': {_MAX_N} - x // nc}}) AS top__{k}")
         r_aggs += [f"count_if(n__{k} > 0)::BIGINT AS n_items__{k}",
-                   f"make_timestamp(max(last__{k}))::TIMESTAMPTZ AS last_ts__{k}",
+                   f"timezone('UTC', make_timestamp(max(last__{k}))) AS last_ts__{k}",
                    f"min(({a} - last__{k})::{key_t} * ni + rk, {max(1, n_recent)}) "
                    f"AS recent__{k}"]
         r_dec.append(f"list_transform(recent__{k}, lambda x: items[(x % ni)::BIGINT]) "
