@@ -154,6 +154,7 @@ def materialize(paths: Paths, online: str | None = None) -> dict:
     files = _files(paths)
     fs = store.open_store(paths, online)
     sid = store.store_id(fs)
+    online_write.create_sqlite(fs)
     names = store.apply(fs, paths.feature_repo)
     marks = load_watermarks(paths, sid)
     mode = "incremental" if all(v in marks for v in files) else "first"
@@ -171,6 +172,7 @@ def backfill(paths: Paths, start: datetime | None = None, end: datetime | None =
     files = _files(paths)
     fs = store.open_store(paths, online)
     sid = store.store_id(fs)
+    online_write.create_sqlite(fs)
     names = store.apply(fs, paths.feature_repo)
     marks = load_watermarks(paths, sid)
     windows = []

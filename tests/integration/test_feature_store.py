@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import features, freshness, materialize, store
+from pipeline import features, freshness, materialize, online_write, store
 from pipeline.columns import Columns as C
 from pipeline.config import Paths, load_params
 from pipeline.online_read import OnlineReader
@@ -94,6 +94,12 @@ def test_materialize_then_lookup_and_unknown_entities(proj):
     assert report["mode"] == "first"
     assert report["entity_rows"] == len(users) + len(items)
     assert report["online_store"].startswith("redis" if online else "sqlite")
+    if not online:  # the store was created with the writer's page size, not SQLite's default
+        import sqlite3
+
+        con = sqlite3.connect(paths.feature_data / "online_store.db")
+        assert con.execute("PRAGMA page_size").fetchone()[0] == online_write.SQLITE_PAGE_SIZE
+        con.close()
 
     fs = store.open_store(paths, online)
     sample = sorted(users[C.user].sample(10, random_state=0))
