@@ -9,7 +9,7 @@
   in its own process; wall time and peak RSS.
 * materialize: the stage's first run (``pipeline.materialize``) vs a plain ``feast
   materialize START END`` CLI run over the same views, into SQLite and into a real Redis
-  (the CLI baseline only up to ``--plain-max-events``: at 10M it takes ~8 min per store).
+  (the CLI baseline only up to ``--plain-max-events``: at 10M it takes ~2-3 min per store).
 * lookup: warm lookups of the whole serving feature service, 1 and 100 users, SQLite and
   Redis: the serving path (``pipeline.online_read``) vs the SDK's ``get_online_features`` of
   the same service (and of one feature), measured in the same process.
@@ -244,7 +244,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="keep data here (default: temp)")
     ap.add_argument("--plain-max-events", type=int, default=1_000_000,
                     help="run the plain `feast materialize` baseline only up to this many events "
-                         "(~8 min per store at 10M)")
+                         "(~2-3 min per store at 10M)")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="recflow-bench-"))
     work.mkdir(parents=True, exist_ok=True)
