@@ -149,14 +149,19 @@ def _report(paths: Paths, fs, mode: str, names: list[str], windows: list[Window]
     return report
 
 
-def materialize(paths: Paths, online: str | None = None) -> dict:
-    """Incremental materialization (the stage): only windows after each view's watermark."""
+def _open(paths: Paths, online: str | None):
+    """(feature files, store, store id, applied object names, watermarks) for a write."""
     files = _files(paths)
     fs = store.open_store(paths, online)
     sid = store.store_id(fs)
-    online_write.create_sqlite(fs)
+    online_write.create_sqlite(fs)  # before apply: apply creates the file otherwise
     names = store.apply(fs, paths.feature_repo)
-    marks = load_watermarks(paths, sid)
+    return files, fs, sid, names, load_watermarks(paths, sid)
+
+
+def materialize(paths: Paths, online: str | None = None) -> dict:
+    """Incremental materialization (the stage): only windows after each view's watermark."""
+    files, fs, sid, names, marks = _open(paths, online)
     mode = "incremental" if all(v in marks for v in files) else "first"
     windows = plan(paths, marks)
     secs, used = _write(fs, windows)
@@ -169,12 +174,7 @@ def backfill(paths: Paths, start: datetime | None = None, end: datetime | None =
     """Rewrite an explicit window [start, end) (default: every row) of every view."""
     if start and end and start >= end:
         raise ConfigError(f"--start {start.isoformat()} must be before --end {end.isoformat()}.")
-    files = _files(paths)
-    fs = store.open_store(paths, online)
-    sid = store.store_id(fs)
-    online_write.create_sqlite(fs)
-    names = store.apply(fs, paths.feature_repo)
-    marks = load_watermarks(paths, sid)
+    files, fs, sid, names, marks = _open(paths, online)
     windows = []
     for view, f in files.items():
         key = VIEWS[view][1]

@@ -19,12 +19,13 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from feast.infra.key_encoding_utils import serialize_entity_key
+import numpy as np
 from feast.infra.online_stores.helpers import _mmh3, compute_table_id
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
+from feast.value_type import ValueType
 
 from pipeline.columns import Columns as C
+from pipeline.online_write import encode_keys
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -81,7 +82,8 @@ class OnlineReader:
     def __init__(self, fs: FeatureStore, service: str) -> None:
         cfg = fs.config
         self.project = cfg.project
-        self.key_version = cfg.entity_key_serialization_version
+        if cfg.entity_key_serialization_version != 3:  # what encode_keys writes and reads
+            raise ValueError("entity_key_serialization_version must be 3")
         versioned = bool(getattr(cfg.registry, "enable_online_feature_view_versioning", False))
         self.views: list[tuple[str, str, list[str]]] = []  # (view, table id, features)
         for p in fs.get_feature_service(service).feature_view_projections:
@@ -95,21 +97,18 @@ class OnlineReader:
         online = cfg.online_store
         self.kind = "redis" if getattr(online, "type", "") == "redis" else "sqlite"
         if self.kind == "sqlite":
-            path = Path(online.path)
-            self.db = path if path.is_absolute() else Path(cfg.repo_path) / path
+            from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+            self.db = Path(SqliteOnlineStore._get_db_path(cfg))
             self._local = threading.local()
         else:
             self._redis = _redis_client(online.connection_string)
             self._fields = [[_mmh3(f"{v}:{f}") for f in feats] for v, _, feats in self.views]
 
-    def _key(self, user: str) -> bytes:
-        return serialize_entity_key(EntityKey(join_keys=[C.user], entity_values=[Value(string_val=user)]),
-                                    entity_key_serialization_version=self.key_version)
-
     def read(self, users: list[str]) -> dict[str, list]:
         """{user_id: users, feature: [value per user]}; raises if the store cannot be read."""
         out: dict[str, list] = {C.user: list(users), **{c: [None] * len(users) for c in self.columns}}
-        keys = [self._key(u) for u in users]
+        keys = encode_keys(np.asarray(users, dtype=object), C.user, ValueType.STRING)
         if self.kind == "sqlite":
             self._read_sqlite(keys, out)
         else:
@@ -160,12 +159,12 @@ class OnlineReader:
 
 
 def _redis_client(connection_string: str):
-    """A client for Feast's ``host:port,db=N`` connection string (short timeouts: a dead Redis
-    must turn into a fallback answer quickly, not a hung request)."""
+    """Feast's client settings for its connection string, with short timeouts: a dead Redis
+    must turn into a fallback answer quickly, not a hung request."""
     import redis
+    from feast.infra.online_stores.redis import RedisOnlineStore
 
-    host_port, *opts = connection_string.split(",")
-    host, _, port = host_port.partition(":")
-    kw = dict(o.split("=", 1) for o in opts if "=" in o)
-    return redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), db=int(kw.get("db", 0)),
-                       password=kw.get("password"), socket_connect_timeout=0.5, socket_timeout=0.5)
+    nodes, kwargs = RedisOnlineStore._parse_connection_string(connection_string)
+    kwargs.setdefault("socket_connect_timeout", 0.5)
+    kwargs.setdefault("socket_timeout", 0.5)
+    return redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)

@@ -82,6 +82,8 @@ def unsupported(fs: FeatureStore, view: str) -> str | None:
             return "redis key_ttl_seconds"
     else:
         return f"online store {kind}"
+    if fs.config.entity_key_serialization_version != 3:
+        return "entity_key_serialization_version is not 3"
     if not fs.config.materialization_config.pull_latest_features:
         return "materialization.pull_latest_features is false"
     fv = fs.get_feature_view(view)
