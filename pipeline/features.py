@@ -224,14 +224,13 @@ def user_features_sql(events: str, params: Params, times: Sequence[datetime], pa
     cols.append(("recent_items", "coalesce(array_to_string(recent__{k}, ','), '')"
                  if n_recent else "''"))
     ev = _scan(events, snaps, f"{C.user}, {C.event}, {C.value}")
-    p = pairs
     return f"""
     WITH g AS (SELECT {C.user}, {C.event}, {bk.expr()} AS b, count(*) AS n, sum({C.value}) AS sv,
                  count({C.value}) AS cv FROM ({ev}) GROUP BY ALL),
     ut AS (SELECT {C.user}, {", ".join(ut_aggs)} FROM g GROUP BY {C.user}),
     gt AS (SELECT {C.user}, {C.event}, {", ".join(gt_aggs)} FROM g GROUP BY {C.user}, {C.event}),
     c AS (SELECT {C.user}, {C.category}, {", ".join(f"sum(n__{k})::BIGINT AS n__{k}" for k in range(len(snaps)))}
-          FROM {p} GROUP BY {C.user}, {C.category}),
+          FROM {pairs} GROUP BY {C.user}, {C.category}),
     cr AS (SELECT {C.category}, row_number() OVER (ORDER BY {C.category} NULLS LAST) AS rk,
                   count(*) OVER () + 1 AS nc FROM (SELECT DISTINCT {C.category} FROM c)),
     cl AS (SELECT list({C.category} ORDER BY rk) AS cats, count(*) + 1 AS nc FROM cr),
@@ -239,9 +238,9 @@ def user_features_sql(events: str, params: Params, times: Sequence[datetime], pa
            ON c.{C.category} IS NOT DISTINCT FROM cr.{C.category} GROUP BY {C.user}),
     t AS (SELECT {C.user}, {", ".join(t_dec)} FROM tk, cl),
     ir AS (SELECT {C.item}, row_number() OVER (ORDER BY {C.item}) AS rk,
-                  count(*) OVER () + 1 AS ni FROM (SELECT DISTINCT {C.item} FROM {p})),
+                  count(*) OVER () + 1 AS ni FROM (SELECT DISTINCT {C.item} FROM {pairs})),
     il AS (SELECT list({C.item} ORDER BY rk) AS items, count(*) + 1 AS ni FROM ir),
-    rk AS (SELECT {C.user}, {", ".join(r_aggs)} FROM {p} JOIN ir USING ({C.item}) GROUP BY {C.user}),
+    rk AS (SELECT {C.user}, {", ".join(r_aggs)} FROM {pairs} JOIN ir USING ({C.item}) GROUP BY {C.user}),
     r AS (SELECT rk.* EXCLUDE ({", ".join(f"recent__{k}" for k in range(len(snaps)))}),
                  {", ".join(r_dec)} FROM rk, il),
     wide AS MATERIALIZED (SELECT * FROM ut JOIN t USING ({C.user}) JOIN r USING ({C.user})
