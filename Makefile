@@ -28,6 +28,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check pipeline dags tests benchmarks feature_repo
+	$(BIN)/lint-imports --no-cache
 
 test: lint redis
 	$(BIN)/pytest -q
@@ -52,4 +53,4 @@ clean:
 	rm -rf data models reports metrics plots logs feature_repo/data dvc.lock
 
 airflow: install
-	@$(BIN)/python -m pipeline.airflow_local --port $(AIRFLOW_PORT)
+	@$(BIN)/python -m pipeline.orchestration.airflow_local --port $(AIRFLOW_PORT)

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import airflow_local as af  # noqa: E402
+from pipeline.orchestration import airflow_local as af  # noqa: E402
 from tests.conftest import TINY, copy_project, deep_update, run_env  # noqa: E402
 
 

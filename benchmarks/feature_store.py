@@ -7,13 +7,13 @@
 * build: ``features.write`` (the stage: 2 snapshots, every feature) vs a plain DuckDB
   aggregation of the same events into user, item and pair tables (the reference point), each
   in its own process; wall time and peak RSS.
-* materialize: the stage's first run (``pipeline.materialize``) vs a plain ``feast
+* materialize: the stage's first run (``pipeline.feature_store.planning``) vs a plain ``feast
   materialize START END`` CLI run over the same views, into SQLite and into a real Redis
   (the CLI baseline only up to ``--plain-max-events``: at 10M it takes ~2-3 min per store).
 * lookup: warm lookups of the whole serving feature service, 1 and 100 users, SQLite and
-  Redis: the serving path (``pipeline.online_read``) vs the SDK's ``get_online_features`` of
+  Redis: the serving path (``pipeline.feature_store.reader``) vs the SDK's ``get_online_features`` of
   the same service (and of one feature), measured in the same process.
-Synthetic events come from ``pipeline.synthetic.generate`` (users/items scale with events).
+Synthetic events come from ``pipeline.data.synthetic.generate`` (users/items scale with events).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def prepare(work: Path, n: int) -> Path:
     _child(f"""
 from pathlib import Path
 from pipeline.config import load_params
-from pipeline.synthetic import generate
+from pipeline.data.synthetic import generate
 p = load_params(Path({str(ROOT / 'params.yaml')!r}))
 ev, it = generate(p.synthetic.model_copy(update={scale(n)!r}))
 d = Path({str(root / 'data/validated')!r}); d.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ def bench_build(root: Path) -> list[dict]:
     stage = _child(f"""
 from pathlib import Path
 from pipeline.config import load_params
-from pipeline import features
+from pipeline.features import snapshots as features
 p = load_params(Path({str(ROOT / 'params.yaml')!r}))
 t = time.perf_counter()
 r = features.write(Path({str(val)!r}), Path({str(root / 'feature_repo/data')!r}), p)
@@ -116,7 +116,7 @@ def _plain_feast_yaml(plain: Path, redis_url: str | None) -> None:
     """Point a copied repo's feature_store.yaml at Redis (the plain CLI reads only the yaml)."""
     if redis_url is None:
         return
-    from pipeline.store import redis_config
+    from pipeline.feature_store.store import redis_config
 
     cfg = (plain / "feature_repo/feature_store.yaml").read_text().replace(
         "  type: sqlite\n  path: data/online_store.db\n",
@@ -139,7 +139,7 @@ def bench_materialize(root: Path, redis_url: str | None, plain: bool = True) -> 
         r = _child(f"""
 from pathlib import Path
 from pipeline.config import Paths
-from pipeline import materialize
+from pipeline.feature_store import planning as materialize
 t = time.perf_counter()
 rep = materialize.materialize(Paths(Path({str(ours)!r})), {online!r})
 out = {{'seconds': rep['seconds'], 'rows': rep['entity_rows'], 'stage_total_s': time.perf_counter() - t,
@@ -159,7 +159,7 @@ import duckdb
 from datetime import timedelta
 from pathlib import Path
 from pipeline.config import Paths
-from pipeline import materialize, store
+from pipeline.feature_store import planning as materialize, store
 paths = Paths(Path({str(base)!r}))
 fs = store.open_store(paths, 'sqlite')
 store.apply(fs, paths.feature_repo)
@@ -190,14 +190,15 @@ def bench_lookup(root: Path, redis_url: str | None, reps: int = 2000) -> list[di
 import numpy as np, pandas as pd
 from pathlib import Path
 from pipeline.config import Paths
-from pipeline import store
-from pipeline.online_read import OnlineReader
+from pipeline.feature_store import store
+from pipeline.columns import Feast
+from pipeline.feature_store.reader import OnlineReader
 paths = Paths(Path({str(proj)!r}))
 fs = store.open_store(paths, {online!r})
 users = pd.read_parquet(paths.feature_data / 'user_features.parquet', columns=['user_id'])['user_id'].unique()
 rng = np.random.default_rng(0)
-svc = fs.get_feature_service(store.SERVING_SERVICE)
-reader = OnlineReader(fs, store.SERVING_SERVICE)
+svc = fs.get_feature_service(Feast.serving_service)
+reader = OnlineReader(fs, Feast.serving_service)
 paths_ = {{
     'recflow OnlineReader (serving path)': lambda us: reader.read(us),
     'SDK get_online_features, serving service': lambda us: fs.get_online_features(

@@ -2,7 +2,8 @@
 
     python benchmarks/features_equal.py VALIDATED_DIR [--rev GIT_REV]
 
-Loads ``pipeline/features.py`` as it was at ``--rev`` (default ``HEAD``) beside the current
+Loads the feature SQL module (``pipeline/features/snapshots.py``, before the
+subpackages ``pipeline/features.py``) as it was at ``--rev`` (default ``HEAD``) beside the current
 one, builds both on the same validated events (e.g. a benchmark workdir's
 ``ev1000000/data/validated``) and compares the parquet outputs row for row after sorting
 (floats to 1e-9 relative). Prints a markdown table; exits 1 on any difference. Used to
@@ -24,14 +25,21 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import features  # noqa: E402
 from pipeline.columns import Columns as C  # noqa: E402
+from pipeline.columns import Feast  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
+from pipeline.features import snapshots as features  # noqa: E402
 
 
 def old_module(rev: str, tmp: Path):
-    src = subprocess.run(["git", "show", f"{rev}:pipeline/features.py"], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
+    for path in ("pipeline/features/snapshots.py", "pipeline/features.py"):
+        got = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True,
+                             text=True)
+        if got.returncode == 0:
+            src = got.stdout
+            break
+    else:
+        raise SystemExit(f"no feature module at {rev}")
     (tmp / "features_old.py").write_text(src)
     spec = importlib.util.spec_from_file_location("features_old", tmp / "features_old.py")
     mod = importlib.util.module_from_spec(spec)
@@ -71,7 +79,7 @@ def main() -> None:
             outs[label] = tmp / label
         (o, n) = outs.values()
         print("| file | rows | result |\n|---|---|---|")
-        for f, key in ((features.USER_FILE, C.user), (features.ITEM_FILE, C.item)):
+        for f, key in ((Feast.user_file, C.user), (Feast.item_file, C.item)):
             a, b = pd.read_parquet(o / f), pd.read_parquet(n / f)
             res = compare(a, b, key)
             ok &= res == "equal"

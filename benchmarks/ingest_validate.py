@@ -41,12 +41,12 @@ else:
     raw = yaml.safe_load((root / "params.yaml").read_text())
     params, paths = Params.model_validate(raw), Paths(root)
     if step == "ingest":
-        from pipeline import ingest as mod
+        from pipeline.stages import ingest as mod
     else:
         t = time.perf_counter()
         import great_expectations  # noqa: F401  (one-off import cost, reported apart)
         extra["gx_import_s"] = time.perf_counter() - t
-        from pipeline import validate as mod
+        from pipeline.stages import validate as mod
     t = time.perf_counter()
     out = mod.run(params, paths)
     n = out.get("events", out.get("rows"))
@@ -71,7 +71,7 @@ def _make(root: Path, n: int) -> Path:
 
     from pipeline.columns import Columns as C
     from pipeline.config import SyntheticParams
-    from pipeline.synthetic import generate
+    from pipeline.data.synthetic import generate
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["ingest"] = {**raw["ingest"], "source": "landing"}

@@ -27,13 +27,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.baselines import ALS, Popularity, tune_als  # noqa: E402
 from pipeline.columns import Columns as C  # noqa: E402
 from pipeline.config import LoaderParams, ModelParams, load_params  # noqa: E402
-from pipeline.evaluate import score  # noqa: E402
-from pipeline.loaders import load_file, movielens_file, resolve  # noqa: E402
-from pipeline.model import LightFMRecommender, fit_early_stopping  # noqa: E402
-from pipeline.split import carve_validation  # noqa: E402
+from pipeline.data.loaders import load_file, movielens_file, resolve  # noqa: E402
+from pipeline.evaluation.holdout import score  # noqa: E402
+from pipeline.evaluation.splits import carve_validation  # noqa: E402
+from pipeline.evaluation.validation import fit_early_stopping, tune_als  # noqa: E402
+from pipeline.models.als import ALS  # noqa: E402
+from pipeline.models.hybrid import LightFMRecommender  # noqa: E402
+from pipeline.models.popularity import Popularity  # noqa: E402
 
 K = 10
 N_OUT = 10

@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _loadgen  # noqa: E402
 
-from pipeline import store  # noqa: E402
+from pipeline.columns import Feast  # noqa: E402
 from pipeline.config import paths  # noqa: E402
+from pipeline.feature_store import store  # noqa: E402
 
 
 def free_port() -> int:
@@ -66,7 +67,7 @@ def stop(p: subprocess.Popen) -> None:
 
 def in_process(users: list[str], concurrency: int, total: int) -> dict:
     fs = store.open_store(paths(ROOT))
-    svc = fs.get_feature_service(store.SERVING_SERVICE)
+    svc = fs.get_feature_service(Feast.serving_service)
     fs.get_online_features(features=svc, entity_rows=[{"user_id": users[0]}]).to_dict()  # warm
 
     def one(i: int) -> float:
@@ -112,7 +113,7 @@ def main() -> None:
                   "--no-access-log", "--max-requests", "10000000"], f"http://{host}:{port}/health", ROOT)
     try:
         reqs = [_loadgen.post_json("/get-online-features", json.dumps(
-            {"feature_service": store.SERVING_SERVICE, "entities": {"user_id": [u]}}).encode(), host) for u in users]
+            {"feature_service": Feast.serving_service, "entities": {"user_id": [u]}}).encode(), host) for u in users]
         _loadgen.run(host, port, reqs, 4, 200)  # warm up
         for c in a.concurrency:
             rows.append(("(b) feast serve /get-online-features", c, summarise(_loadgen.run(host, port, reqs, c, a.requests))))

@@ -5,15 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, chain, dag
 
-# stdlib-only module: cheap for the DAG processor; the stages' heavy imports happen in tasks
-from pipeline.orchestrate import DAG_DEFAULT_ARGS, FEATURES_ASSET, airflow_stage, dag_root
+# cheap at import; each stage's heavy libraries load in its own `recflow <stage>` process
+from pipeline.orchestration.airflow_adapter import (
+    DAG_DEFAULT_ARGS,
+    FEATURES_ASSET,
+    announce_task,
+    dag_root,
+    stage_task,
+)
+from pipeline.stages.registry import FEATURE_DAG, of_dag
 
 ROOT = dag_root(__file__)
 FEATURES_URI = FEATURES_ASSET["uri"]
-
-FEATURES = Asset(**FEATURES_ASSET)
 
 DOC = f"""
 ### recflow · feature pipeline
@@ -42,7 +47,7 @@ artifact matches a committed configuration (change it there, or with `dvc exp ru
 
 
 @dag(
-    dag_id="feature_pipeline",
+    dag_id=FEATURE_DAG,
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -59,50 +64,8 @@ artifact matches a committed configuration (change it there, or with `dvc exp ru
     },
 )
 def feature_pipeline():
-    @task(execution_timeout=timedelta(minutes=20))
-    def ingest(params: dict | None = None) -> dict:
-        return airflow_stage(ROOT, "ingest", force=bool(params and params["force"]))
-
-    @task(execution_timeout=timedelta(minutes=20))
-    def validate(_: dict, params: dict | None = None) -> dict:
-        return airflow_stage(ROOT, "validate", force=bool(params and params["force"]))
-
-    @task(execution_timeout=timedelta(minutes=20))
-    def build_features(_: dict, params: dict | None = None) -> dict:
-        return airflow_stage(ROOT, "features", force=bool(params and params["force"]))
-
-    @task(execution_timeout=timedelta(minutes=20))
-    def materialize(_: dict, params: dict | None = None) -> dict:
-        return airflow_stage(ROOT, "materialize", force=bool(params and params["force"]))
-
-    @task(outlets=[FEATURES], execution_timeout=timedelta(minutes=2), retries=0)
-    def announce_features(_: dict, params: dict | None = None) -> dict:
-        """Emit the Asset when the features changed since last announced; else skip."""
-        import logging
-
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from pipeline.orchestrate import features_changed, mark_announced
-
-        log = logging.getLogger("recflow.dags")
-        mode = params["announce"] if params else "if_changed"
-        changed, fp = features_changed(ROOT)
-        if fp is None:
-            raise AirflowSkipException("no feature snapshots found; nothing to announce")
-        if mode == "never" or (mode == "if_changed" and not changed):
-            raise AirflowSkipException(
-                f"features unchanged since last announced (sha256 {fp[:12]}); training not triggered"
-                if mode == "if_changed" else "announce=never: training not triggered")
-        mark_announced(ROOT, fp)
-        log.info("features %s: emitting Asset %s", "changed" if changed else "announced (always)",
-                 FEATURES_URI)
-        return {"fingerprint": fp, "changed": changed}
-
-    i = ingest()
-    v = validate(i)
-    f = build_features(v)
-    m = materialize(f)
-    announce_features(m)
+    stages = [stage_task(ROOT, s.name, "force")() for s in of_dag(FEATURE_DAG)]
+    chain(*stages, announce_task(ROOT)())
 
 
 feature_pipeline()

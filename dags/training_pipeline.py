@@ -5,10 +5,19 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, chain, dag
 
-# stdlib-only module: cheap for the DAG processor; the stages' heavy imports happen in tasks
-from pipeline.orchestrate import DAG_DEFAULT_ARGS, FEATURES_ASSET, airflow_stage, dag_root
+# cheap at import; each stage's heavy libraries load in its own `recflow <stage>` process
+from pipeline.orchestration.airflow_adapter import (
+    DAG_DEFAULT_ARGS,
+    FEATURES_ASSET,
+    dag_root,
+    features_asset,
+    notify_task,
+    report_promotion,
+    stage_task,
+)
+from pipeline.stages.registry import TRAINING_DAG, of_dag
 
 ROOT = dag_root(__file__)
 FEATURES_URI = FEATURES_ASSET["uri"]
@@ -35,8 +44,8 @@ them up to date (a new seed-identical model is only promoted if the gate says so
 
 
 @dag(
-    dag_id="training_pipeline",
-    schedule=[Asset(**FEATURES_ASSET)],
+    dag_id=TRAINING_DAG,
+    schedule=[features_asset()],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -50,48 +59,11 @@ them up to date (a new seed-identical model is only promoted if the gate says so
     },
 )
 def training_pipeline():
-    @task(execution_timeout=timedelta(minutes=60))
-    def train(params: dict | None = None) -> dict:
-        return airflow_stage(ROOT, "train", force=bool(params and params["force_retrain"]))
-
-    @task(execution_timeout=timedelta(minutes=30))
-    def evaluate(_: dict, params: dict | None = None) -> dict:
-        return airflow_stage(ROOT, "evaluate", force=bool(params and params["force_retrain"]))
-
-    @task(execution_timeout=timedelta(minutes=10))
-    def promote(_: dict, params: dict | None = None) -> dict:
-        """Run the gate; a refusal ends this task green with the reason in the log."""
-        import logging
-
-        from pipeline.orchestrate import promotion_outcome
-
-        r = airflow_stage(ROOT, "promote", force=bool(params and params["force_retrain"]))
-        out = promotion_outcome(ROOT, r["ran"])
-        log = logging.getLogger("recflow.dags")
-        if out["promoted"]:
-            log.info("PROMOTED %s: %s", out["version"], out["reason"])
-        elif r["ran"]:
-            log.warning("NOT PROMOTED (champion stays %s): %s", out["champion_version"], out["reason"])
-        else:
-            log.info("promote up to date, nothing new to decide; last decision: %s", out["reason"])
-        return out
-
-    @task(execution_timeout=timedelta(minutes=2), retries=1)
-    def notify_serving(outcome: dict) -> str:
-        import logging
-        import os
-
-        from pipeline.orchestrate import notify_serving as notify
-
-        log = logging.getLogger("recflow.dags")
-        if not outcome["promoted"]:
-            msg = "no new champion: serving keeps its model (no-op)"
-        else:
-            msg = notify(os.environ.get("RECFLOW_SERVING_URL"))
-        log.info(msg)
-        return msg
-
-    notify_serving(promote(evaluate(train())))
+    then = {"promote": report_promotion}  # the gate's decision is the promote task's result
+    stages = [stage_task(ROOT, s.name, "force_retrain", then.get(s.name))()
+              for s in of_dag(TRAINING_DAG)]
+    chain(*stages)
+    notify_task()(stages[-1])
 
 
 training_pipeline()

@@ -1,1 +1,1 @@
-"""recflow: recommender pipeline for implicit feedback."""
+"""recflow: an orchestrated recommender pipeline for implicit feedback."""

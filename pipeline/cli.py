@@ -7,7 +7,6 @@ user mistakes end with one line on stderr and exit code 2 (config) or 1 (data), 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import time
@@ -15,17 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import ConfigError, RecflowError
-
-STAGES = ("ingest", "validate", "features", "materialize", "train", "evaluate", "promote")
-HELP = {
-    "ingest": "load raw events (synthetic / landing files / MovieLens) into data/events/",
-    "validate": "Great Expectations checks; bad rows → data/quarantine/",
-    "features": "DuckDB user & item feature snapshots → feature_repo/data/",
-    "materialize": "feast apply + materialize into the online store",
-    "train": "point-in-time training set from Feast; fit LightFM WARP → models/candidate/",
-    "evaluate": "candidate vs popularity vs champion on the same holdout → metrics/",
-    "promote": "evaluation gate; promote the candidate to champion when it wins",
-}
+from pipeline.settings import ROOT_ENV
+from pipeline.stages.registry import STAGES, Stage
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,18 +30,19 @@ def _fmt(d: dict) -> str:
     return ", ".join(f"{k}={v(x)}" for k, x in d.items() if not isinstance(x, (dict, list)))
 
 
-def _stage(name: str) -> Callable[[argparse.Namespace], int]:
+def _stage(stage: Stage) -> Callable[[argparse.Namespace], int]:
+    name = stage.name
+
     def run(args: argparse.Namespace) -> int:
         from pipeline.config import load_params, paths
         from pipeline.io import write_json
 
         p = paths()
         params = load_params(p.params)
-        mod = importlib.import_module(f"pipeline.{name}")
         t0 = time.perf_counter()
-        result = mod.run(params, p)
+        result = stage.module().run(params, p)
         secs = time.perf_counter() - t0
-        write_json(p.reports / "summary" / f"{name}.json", {"seconds": round(secs, 2), "result": result})
+        write_json(p.stage_summary(name), {"seconds": round(secs, 2), "result": result})
         line = result.get("reason") if name == "promote" else _fmt(result)
         if name == "evaluate":
             k = result["k"]
@@ -84,16 +75,16 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from pipeline import registry
     from pipeline.config import paths
+    from pipeline.registry import versions as registry
 
     reg = paths().registry
     champ = registry.champion(reg)
-    versions = registry.list_versions(reg)
-    if not versions:
+    listed = registry.list_versions(reg)
+    if not listed:
         print("no models registered yet; run 'dvc repro'")
         return 0
-    for v in versions:
+    for v in listed:
         c = registry.card(reg, v)
         m = c.get("metrics", {})
         p = next((f"{k}={x:.4f}" for k, x in m.items() if k.startswith("precision@")), "")
@@ -105,17 +96,17 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from pipeline import registry
     from pipeline.config import paths
+    from pipeline.registry import versions
 
-    v = registry.rollback(paths().registry, args.version)
+    v = versions.rollback(paths().registry, args.version)
     print(f"champion is now {v}")
     return 0
 
 
 def _push_events(args: argparse.Namespace) -> int:
     from pipeline.config import load_params, paths
-    from pipeline.freshness import run_file
+    from pipeline.features.push import run_file
 
     p = paths()
     t0 = time.perf_counter()
@@ -126,7 +117,7 @@ def _push_events(args: argparse.Namespace) -> int:
 
 def _backfill(args: argparse.Namespace) -> int:
     from pipeline.config import paths
-    from pipeline.materialize import run_backfill
+    from pipeline.feature_store.planning import run_backfill
 
     t0 = time.perf_counter()
     r = run_backfill(paths(), args.start, args.end)
@@ -141,9 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-v", "--verbose", action="store_true", help="library logs on the console too")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for s in STAGES:
-        sp = sub.add_parser(s, help=HELP[s], description=HELP[s])
-        sp.set_defaults(func=_stage(s))
+    for st in STAGES:
+        sp = sub.add_parser(st.name, help=st.help, description=st.help)
+        sp.set_defaults(func=_stage(st))
     rp = sub.add_parser("recommend", help="top-k for one user through the Feast online store")
     rp.add_argument("user_id")
     rp.add_argument("-k", type=int, default=10, help="how many items (1..100, default 10)")
@@ -167,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.root:
-        os.environ["RECFLOW_ROOT"] = str(args.root.resolve())
+        os.environ[ROOT_ENV] = str(args.root.resolve())  # read back through pipeline.settings
     from pipeline import logs
     from pipeline.config import paths
 

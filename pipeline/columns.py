@@ -1,4 +1,9 @@
-"""One home for column names (RecTools' ``Columns``): use these instead of string literals."""
+"""One home for names: table columns (RecTools' ``Columns``), the Feast contract, and the
+feature columns that tokens and serving read. Use these instead of string literals.
+
+``feature_repo/definitions.py`` declares its Feast objects with :class:`Feast`'s names; a test
+checks that the applied views carry every column of :class:`Features`.
+"""
 
 
 class Columns:
@@ -17,3 +22,43 @@ class Columns:
     parse_error = "parse_error"  # why a raw row could not be read (None when fine)
 
     EVENT_TABLE = (user, item, event, ts, value)
+
+
+class Feast:
+    """Names of the Feast objects in ``feature_repo/definitions.py`` that the code reads."""
+
+    user_entity = "user"
+    item_entity = "item"
+    user_source = "user_activity_source"
+    item_source = "item_stats_source"
+    user_push = "user_activity_push"      # fresh events reach the online store through it
+    user_view = "user_activity"
+    item_view = "item_stats"
+    training_service = "training_v1"      # point-in-time training sets (train stage)
+    serving_service = "serving_v1"        # online lookup (serving)
+    user_file = "user_features.parquet"   # in feature_repo/data/, written by `recflow features`
+    item_file = "item_features.parquet"
+
+    #: view → (feature file, join key)
+    VIEWS = {user_view: (user_file, Columns.user), item_view: (item_file, Columns.item)}
+
+
+class Features:
+    """Feature columns read outside the SQL that writes them (tokens, serving, evaluation).
+
+    Per-event-type counts (``n_<type>[_<d>d]``) follow ``params.yaml`` and are listed by
+    ``features.snapshots.user_feature_columns``.
+    """
+
+    # user_activity
+    n_events = "n_events"
+    recency_days = "recency_days"
+    top_category = "top_category"
+    recent_items = "recent_items"     # the most recent items, excluded at serving
+    # item_stats
+    pop_all = "pop_all"
+    conversion_rate = "conversion_rate"
+    category = Columns.category
+
+    USER = (n_events, recency_days, top_category, recent_items)
+    ITEM = (pop_all, conversion_rate, category)

@@ -1,11 +1,12 @@
 """params.yaml → one frozen, typed view; and the one place that knows where files live.
 
-Every stage reads its knobs from here; nothing deep in the code reads the environment.
+``params.yaml`` is the only source of defaults: a field's default here equals its value there
+(``tests/test_config.py`` checks every field), so code that builds a config by hand gets the
+same knobs as a run. The environment is read in :mod:`pipeline.settings` only.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
@@ -15,7 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.columns import Feast
 from pipeline.errors import ConfigError
+from pipeline.settings import settings
 
 
 class _Frozen(BaseModel):
@@ -43,7 +46,7 @@ class SyntheticParams(_Frozen):
     seed: int = 42
     n_events: int = Field(300_000, gt=0)
     n_users: int = Field(5_000, gt=0)
-    n_items: int = Field(10_000, gt=0)
+    n_items: int = Field(12_000, gt=0)
     n_categories: int = Field(20, gt=0)
     days: int = Field(60, gt=0)
     end_date: date = date(2026, 10, 31)
@@ -109,8 +112,10 @@ class ModelParams(_Frozen):
     max_sampled: int = Field(30, gt=0)
     seed: int = 42
     num_threads: int = Field(2, gt=0)
-    user_features: tuple[Literal["top_category", "activity", "recency"], ...] = ("top_category", "activity")
-    item_features: tuple[Literal["category", "popularity", "conversion"], ...] = ("category", "popularity")
+    user_features: tuple[Literal["top_category", "activity", "recency"], ...] = (
+        "top_category", "activity", "recency")
+    item_features: tuple[Literal["category", "popularity", "conversion"], ...] = (
+        "category", "popularity", "conversion")
     learning_schedule: Literal["adagrad", "adadelta"] = "adagrad"
     token_weight: float = Field(1.0, gt=0)   # feature tokens' total weight beside identity (1)
     validation_days: int = Field(3, gt=0)     # time split: last N days of train = validation
@@ -138,7 +143,7 @@ class EvaluateParams(_Frozen):
 
 
 class GateParams(_Frozen):
-    min_delta: float = 0.0
+    min_delta: float = 0.001
     max_recall_drop: float = Field(0.02, ge=0)
     max_coverage_drop: float = Field(0.05, ge=0)
 
@@ -201,9 +206,14 @@ def load_params(path: Path | None = None) -> Params:
         raise ConfigError(_describe(e, path)) from None
 
 
+#: the file names inside an event folder (data/events/, data/validated/)
+EVENTS_FILE = "events.parquet"
+ITEMS_FILE = "items.parquet"
+
+
 @dataclass(frozen=True)
 class Paths:
-    """Every file location of the project, relative to one root."""
+    """Every file location of the project, relative to one root: one property per artifact."""
 
     root: Path
 
@@ -211,10 +221,15 @@ class Paths:
     def params(self) -> Path:
         return self.root / "params.yaml"
 
+    @property
+    def dvc_lock(self) -> Path:
+        return self.root / "dvc.lock"
+
     @cached_property
     def data(self) -> Path:
         return self.root / "data"
 
+    # ---- ingest / validate --------------------------------------------------------------
     @property
     def incoming(self) -> Path:
         return self.data / "incoming"
@@ -224,25 +239,109 @@ class Paths:
         return self.data / "events"
 
     @property
+    def events_file(self) -> Path:
+        return self.events / EVENTS_FILE
+
+    @property
+    def events_items(self) -> Path:
+        return self.events / ITEMS_FILE
+
+    @property
+    def manifest(self) -> Path:
+        return self.events / "manifest.json"
+
+    @property
     def validated(self) -> Path:
         return self.data / "validated"
+
+    @property
+    def validated_events(self) -> Path:
+        return self.validated / EVENTS_FILE
+
+    @property
+    def validated_items(self) -> Path:
+        return self.validated / ITEMS_FILE
 
     @property
     def quarantine(self) -> Path:
         return self.data / "quarantine"
 
     @property
-    def trainset(self) -> Path:
-        return self.data / "trainset"
+    def pushed(self) -> Path:
+        return self.data / "pushed"
 
+    # ---- features / Feast ---------------------------------------------------------------
     @property
     def feature_repo(self) -> Path:
         return self.root / "feature_repo"
 
     @property
+    def feature_store_yaml(self) -> Path:
+        return self.feature_repo / "feature_store.yaml"
+
+    @property
     def feature_data(self) -> Path:
         return self.feature_repo / "data"
 
+    @property
+    def user_features(self) -> Path:
+        return self.feature_data / Feast.user_file
+
+    @property
+    def item_features(self) -> Path:
+        return self.feature_data / Feast.item_file
+
+    @property
+    def registry_db(self) -> Path:
+        """Feast's registry (``registry:`` in feature_store.yaml)."""
+        return self.feature_data / "registry.db"
+
+    @property
+    def online_db(self) -> Path:
+        """The SQLite online store (``online_store.path`` in feature_store.yaml)."""
+        return self.feature_data / "online_store.db"
+
+    @property
+    def watermarks(self) -> Path:
+        return self.feature_data / "materialized.json"
+
+    # ---- trainset (train → evaluate → promote) ------------------------------------------
+    @property
+    def trainset(self) -> Path:
+        return self.data / "trainset"
+
+    @property
+    def train_pairs(self) -> Path:
+        """All positives before the cutoff (what the served model is fitted on)."""
+        return self.trainset / "train.parquet"
+
+    @property
+    def fit_pairs(self) -> Path:
+        """``train_pairs`` minus the validation slice (early stopping, tuning)."""
+        return self.trainset / "fit.parquet"
+
+    @property
+    def validation_pairs(self) -> Path:
+        """The validation slice, carved once out of the training period."""
+        return self.trainset / "validation.parquet"
+
+    @property
+    def holdout_pairs(self) -> Path:
+        return self.trainset / "holdout.parquet"
+
+    @property
+    def train_user_features(self) -> Path:
+        return self.trainset / "user_features.parquet"
+
+    @property
+    def train_item_features(self) -> Path:
+        return self.trainset / "item_features.parquet"
+
+    @property
+    def trainset_meta(self) -> Path:
+        return self.trainset / "meta.json"
+
+    # ---- models -------------------------------------------------------------------------
     @property
     def candidate(self) -> Path:
         return self.root / "models" / "candidate"
@@ -251,17 +350,66 @@ class Paths:
     def registry(self) -> Path:
         return self.root / "models" / "registry"
 
+    # ---- reports, metrics, plots, logs --------------------------------------------------
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def validation_report(self) -> Path:
+        return self.reports / "validation.json"
+
+    @property
+    def validation_failed(self) -> Path:
+        return self.reports / "validation_failed.json"
+
+    @property
+    def validation_docs(self) -> Path:
+        return self.reports / "validation_docs"
+
+    @property
+    def materialize_report(self) -> Path:
+        return self.reports / "materialize.json"
+
+    @property
+    def als_tuning(self) -> Path:
+        return self.reports / "als_tuning.json"
+
+    @property
+    def promotion_report(self) -> Path:
+        return self.reports / "promotion.json"
+
+    @property
+    def feature_asset_state(self) -> Path:
+        """Fingerprint of the features last announced to the training DAG."""
+        return self.reports / "feature_asset.json"
+
+    def stage_summary(self, stage: str) -> Path:
+        return self.reports / "summary" / f"{stage}.json"
 
     @property
     def metrics(self) -> Path:
         return self.root / "metrics"
 
     @property
+    def train_metrics(self) -> Path:
+        return self.metrics / "train.json"
+
+    @property
+    def evaluation_metrics(self) -> Path:
+        return self.metrics / "evaluation.json"
+
+    @property
     def plots(self) -> Path:
         return self.root / "plots"
+
+    @property
+    def precision_plot(self) -> Path:
+        return self.plots / "precision_at_k.csv"
+
+    @property
+    def validation_curve(self) -> Path:
+        return self.plots / "validation_curve.csv"
 
     @property
     def logs(self) -> Path:
@@ -271,9 +419,9 @@ class Paths:
 def project_root() -> Path:
     """The project root: $RECFLOW_ROOT if set (the CLI's --root sets it), else the nearest
     parent of the working directory holding params.yaml, else the package's parent."""
-    env = os.environ.get("RECFLOW_ROOT")
+    env = settings().root
     if env:
-        return Path(env).resolve()
+        return env
     cwd = Path.cwd().resolve()
     for d in (cwd, *cwd.parents):
         if (d / "params.yaml").exists() and (d / "dvc.yaml").exists():

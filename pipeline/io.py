@@ -1,7 +1,9 @@
-"""Atomic writes: a reader sees the old artifact or the new one, never half of either."""
+"""Atomic writes (a reader sees the old artifact or the new one, never half of either) and
+content hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -61,3 +63,12 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     df.to_csv(tmp, index=False)
     os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's content, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pipeline import registry
-from pipeline.cli import STAGES
+from pipeline.columns import Columns as C
 from pipeline.config import load_params, paths
 from pipeline.io import read_json
+from pipeline.registry import versions
+from pipeline.stages.registry import NAMES as STAGES
 
 
 def render(n_samples: int = 3) -> str:
@@ -15,7 +16,7 @@ def render(n_samples: int = 3) -> str:
     total = 0.0
     results: dict = {}
     for s in STAGES:
-        f = p.reports / "summary" / f"{s}.json"
+        f = p.stage_summary(s)
         if not f.exists():
             out.append(f"{s:<12}{'—':>8}  (not run)")
             continue
@@ -46,7 +47,7 @@ def render(n_samples: int = 3) -> str:
     if "promote" in results:
         r = results["promote"]
         out.append(f"gate                    : {'PROMOTED ' + r['version'] if r['promoted'] else 'refused'} — {r['reason']}")
-    champ = registry.champion(p.registry)
+    champ = versions.champion(p.registry)
     out.append(f"champion                : {champ or 'none'}")
     if champ:
         from pipeline.serving.recommender import Recommender
@@ -63,7 +64,7 @@ def render(n_samples: int = 3) -> str:
 def _sample_users(p, n: int) -> list[str]:
     import pandas as pd
 
-    f = p.trainset / "holdout.parquet"
-    users = sorted(pd.read_parquet(f, columns=["user_id"])["user_id"].unique()) if f.exists() else []
+    f = p.holdout_pairs
+    users = sorted(pd.read_parquet(f, columns=[C.user])[C.user].unique()) if f.exists() else []
     step = max(1, len(users) // n)
     return users[::step][:n] or ["u0000001"]

@@ -48,3 +48,61 @@ def test_missing_and_malformed_file(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def _fields(model_cls, raw: dict, prefix: str = ""):
+    """(key, field, yaml value or KeyError) for every leaf field of the typed config."""
+    from pydantic import BaseModel
+
+    for name, field in model_cls.model_fields.items():
+        key = field.alias or name
+        dotted = f"{prefix}{key}"
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            yield from _fields(sub, raw.get(key, {}) or {}, dotted + ".")
+        else:
+            yield dotted, field, raw.get(key, KeyError)
+
+
+def test_params_yaml_is_the_only_source_of_defaults():
+    """Every field is either required or defaults to exactly what params.yaml says: code that
+    builds a config by hand (tests, benchmarks, the DAGs) gets the same knobs as a run."""
+    from pydantic import TypeAdapter
+    from pydantic_core import PydanticUndefined
+
+    from pipeline.config import Params
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    drift = []
+    for key, field, in_yaml in _fields(Params, raw):
+        if field.default is PydanticUndefined and field.default_factory is None:
+            continue  # required: no default to drift
+        assert in_yaml is not KeyError, f"{key}: has a default in config.py but no value in params.yaml"
+        want = TypeAdapter(field.annotation).validate_python(in_yaml)
+        if field.get_default(call_default_factory=True) != want:
+            drift.append(f"{key}: config.py {field.default!r} != params.yaml {in_yaml!r}")
+    assert not drift, drift
+
+
+def test_the_environment_is_read_in_one_place():
+    """Only pipeline/settings.py reads os.environ (writing it for a child process is fine)."""
+    import re
+
+    readers = []
+    for f in sorted((ROOT / "pipeline").rglob("*.py")):
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            if re.search(r"os\.environ(\.get|\[[^\]]+\](?!\s*=)|\s*$)|os\.getenv", line):
+                readers.append(f"{f.relative_to(ROOT)}:{n}: {line.strip()}")
+    allowed = ("pipeline/settings.py", "pipeline/orchestration/airflow_local.py",
+               "pipeline/orchestration/airflow_dagtest.py", "pipeline/orchestration/dvc_runner.py")
+    assert [r for r in readers if not r.startswith(allowed)] == []
+
+
+def test_settings_from_env():
+    from pipeline.settings import Settings
+
+    s = Settings.from_env({"RECFLOW_ROOT": "/tmp", "RECFLOW_ONLINE_STORE": " redis://h:1 ",
+                           "RECFLOW_SERVING_URL": ""})
+    assert s.root == Path("/tmp").resolve() and s.online_store == "redis://h:1"
+    assert s.serving_url is None
+    assert Settings.from_env({}) == Settings(None, None, None)

@@ -22,11 +22,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from pipeline import freshness, registry
 from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths, load_params
 from pipeline.config import paths as project_paths
 from pipeline.errors import DataError, RecflowError
+from pipeline.features import push
+from pipeline.registry import versions
 from pipeline.serving.recommender import Recommendation, Recommender
 
 log = logging.getLogger("recflow.serving")
@@ -159,7 +160,7 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
         df[C.ts] = pd.to_datetime(df[C.ts], utc=True)
         df[C.value] = pd.to_numeric(df[C.value]).astype("float64")
         try:
-            summary = freshness.push_events(params, p, df, fs=rec().store, now=now)
+            summary = push.push_events(params, p, df, fs=rec().store, now=now)
         except DataError as e:
             raise HTTPException(422, detail=str(e)) from None
         return summary
@@ -179,7 +180,7 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
     @app.get("/model")
     def model() -> dict:
         r = rec()
-        card = registry.card(p.registry, r.version) if r.version else {}
+        card = versions.card(p.registry, r.version) if r.version else {}
         return {"version": r.version, "metrics": card.get("metrics"), "baseline": card.get("baseline"),
                 "params": card.get("params"),
                 "lineage": {k: card.get(k) for k in ("data_sha256", "data_dvc_md5", "git_rev", "cutoff", "registered_at")}}
@@ -196,7 +197,7 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
 def _catalogue(p: Paths, rec: Recommender) -> set[str]:
     """Item ids events may name: the validated catalogue plus the model's items."""
     items = set(map(str, rec.model.item_ids)) if rec.model is not None else set()
-    f = p.validated / "items.parquet"
+    f = p.validated_items
     if f.exists():
         items |= set(pd.read_parquet(f, columns=[C.item])[C.item].astype(str))
     return items

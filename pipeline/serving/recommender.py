@@ -8,14 +8,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline import registry, store
 from pipeline.columns import Columns as C
+from pipeline.columns import Feast
+from pipeline.columns import Features as F
 from pipeline.config import Params, Paths
 from pipeline.errors import RecflowError
-from pipeline.hybrid import user_tokens
-from pipeline.model import LightFMRecommender
-from pipeline.online_read import OnlineReader
-from pipeline.ranking import exclusion_cells, top_k_indices
+from pipeline.feature_store import store
+from pipeline.feature_store.reader import OnlineReader
+from pipeline.models.artifact import load_model
+from pipeline.models.base import RecommenderBase
+from pipeline.models.ranking import exclusion_cells, top_k_indices
+from pipeline.models.tokens import user_tokens
+from pipeline.registry import versions
 
 log = logging.getLogger("recflow.serving")
 
@@ -38,18 +42,18 @@ class Recommender:
         self.params, self.paths = params, paths
         self.store = feature_store or store.open_store(paths)
         self.version: str | None = None
-        self.model: LightFMRecommender | None = None
+        self.model: RecommenderBase | None = None
         self._reader: OnlineReader | None = None
         self.reload()
 
     def reload(self) -> bool:
         """Load the current champion if it changed; returns whether a new model was loaded."""
-        version = registry.champion(self.paths.registry)
+        version = versions.champion(self.paths.registry)
         if version is None:
             raise RecflowError(f"{self.paths.registry}: no champion yet. Run 'dvc repro' first.")
         if version == self.version:
             return False
-        model = LightFMRecommender.load(registry.versions_dir(self.paths.registry) / version)
+        model = load_model(versions.versions_dir(self.paths.registry) / version)
         self.model, self.version = model, version  # one assignment each; readers see old or new
         log.debug("serving model %s", version)
         return True
@@ -59,7 +63,7 @@ class Recommender:
         the online store cannot be read."""
         try:
             if self._reader is None:  # resolving the service from the registry costs ~20 ms: once
-                self._reader = OnlineReader(self.store, store.SERVING_SERVICE)
+                self._reader = OnlineReader(self.store, Feast.serving_service)
             return self._reader.read(users), "online"
         except Exception as e:  # noqa: BLE001 - an unreachable store must not fail the request
             log.warning("online store unavailable (%s: %s); serving popularity", type(e).__name__, e)
@@ -78,7 +82,7 @@ class Recommender:
         exclude: dict[str, set[str]] = {}
         if feats is not None:
             tokens = user_tokens(feats, self.params.model.user_features)
-            for u, recent in zip(feats[C.user], feats.get("recent_items") or [], strict=False):
+            for u, recent in zip(feats[C.user], feats.get(F.recent_items) or [], strict=False):
                 if recent:
                     exclude[u] = set(str(recent).split(","))
         idx, sc = top_k_indices(model.scores(users, tokens), k,

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import airflow_local as af
+from pipeline.orchestration import airflow_local as af
 from tests.conftest import ROOT, TINY, copy_project, deep_update, run_env
 
 pytestmark = pytest.mark.integration
@@ -49,8 +49,8 @@ def af_home(tmp_path_factory) -> Path:
 
 def dagtest(home: Path, dags: Path, dag_id: str | None = None, conf: dict | None = None,
             timeout: int = 600) -> tuple[dict, str]:
-    """Run pipeline.airflow_dagtest in a subprocess; (its JSON summary, everything it printed)."""
-    args = [sys.executable, "-m", "pipeline.airflow_dagtest", str(dags)]
+    """Run pipeline.orchestration.airflow_dagtest in a subprocess; (its JSON summary, everything it printed)."""
+    args = [sys.executable, "-m", "pipeline.orchestration.airflow_dagtest", str(dags)]
     if dag_id:
         args += [dag_id, "--conf", json.dumps(conf or {})]
     p = subprocess.run(args, env=_env(home), capture_output=True, text=True, timeout=timeout,

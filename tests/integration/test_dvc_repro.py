@@ -53,3 +53,25 @@ def test_dvc_repro_end_to_end(built_project):
     summary = sh(["recflow", "summary"], project)
     for word in ("ingest", "validate", "materialize", "precision@", "popularity", "champion"):
         assert word in summary.stdout
+
+
+@pytest.mark.parametrize("lib", ["pipeline/models/ranking.py", "pipeline/data/signals.py",
+                                 "pipeline/feature_store/writer.py"])
+def test_a_library_change_marks_every_stage_that_runs_it(built_project, tmp_path, lib):
+    """Edit one library file in a built copy: `dvc status` names every stage whose code (by the
+    import graph) includes it, so none of them can keep stale outputs. Deps are subpackage
+    folders, so a stage that imports a sibling module of the same folder is marked too."""
+    from pipeline.stages.registry import NAMES
+    from tests.conftest import clone_built
+    from tests.test_dvc_yaml import code_of
+
+    proj = clone_built(built_project, tmp_path / "p")
+    f = proj / lib
+    f.write_text(f.read_text() + "\n# a change\n")
+    status = json.loads(sh(["dvc", "status", "--json"], proj).stdout)
+    stale = {s for s, changes in status.items() if any("changed deps" in c for c in changes)}
+    runs_it = {s for s in NAMES if lib in code_of(s)}
+    assert runs_it and runs_it <= stale
+    folder = lib.rsplit("/", 1)[0]
+    assert stale == {s for s, st in yaml.safe_load((proj / "dvc.yaml").read_text())["stages"].items()
+                     if folder in st["deps"]}

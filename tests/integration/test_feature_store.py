@@ -11,12 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import features, freshness, materialize, online_write, store
 from pipeline.columns import Columns as C
+from pipeline.columns import Feast
 from pipeline.config import Paths, load_params
-from pipeline.online_read import OnlineReader
-from pipeline.synthetic import generate
+from pipeline.data.synthetic import generate
+from pipeline.errors import DataError
+from pipeline.feature_store import planning, store, writer
+from pipeline.feature_store.reader import OnlineReader
+from pipeline.features import push, snapshots
 from tests.conftest import ROOT, TINY
+from tests.helpers import online_users, online_users_sdk
 from tests.redis_server import redis_server
 
 pytestmark = pytest.mark.integration
@@ -43,7 +47,7 @@ def base(tmp_path_factory, params) -> Path:
     paths.validated.mkdir(parents=True)
     events.to_parquet(paths.validated / "events.parquet", index=False)
     items.to_parquet(paths.validated / "items.parquet", index=False)
-    features.write(paths.validated, paths.feature_data, params)
+    snapshots.write(paths.validated, paths.feature_data, params)
     return paths.root
 
 
@@ -73,7 +77,7 @@ def _latest(paths: Paths, file: str) -> pd.DataFrame:
 
 
 def _serving_cols(fs) -> list[str]:
-    return [r.split(":")[1] for r in store.service_refs(fs, store.SERVING_SERVICE, "user_activity")]
+    return [r.split(":")[1] for r in store.service_refs(fs, Feast.serving_service, "user_activity")]
 
 
 def _assert_same(a: pd.DataFrame, b: pd.DataFrame, cols: list[str]) -> None:
@@ -87,10 +91,34 @@ def _assert_same(a: pd.DataFrame, b: pd.DataFrame, cols: list[str]) -> None:
             assert [None if pd.isna(v) else v for v in x] == [None if pd.isna(v) else v for v in y], c
 
 
+def test_applied_schema_holds_every_column_the_code_reads(base, tmp_path):
+    """definitions.py infers its schemas from the feature files; the columns tokens, serving
+    and evaluation read (pipeline.columns.Features) must all be in the applied views, the
+    serving service must serve every user column, and the names must be Feast's constants."""
+    from pipeline.columns import Features
+
+    root = tmp_path / "proj"
+    shutil.copytree(base, root)
+    paths = Paths(root)
+    fs = store.open_store(paths, "sqlite")
+    names = store.apply(fs, paths.feature_repo)
+    assert {Feast.user_view, Feast.item_view, Feast.user_push, Feast.training_service,
+            Feast.serving_service, Feast.user_source, Feast.item_source} <= set(names)
+    user_cols = {f.name for f in fs.get_feature_view(Feast.user_view).features}
+    item_cols = {f.name for f in fs.get_feature_view(Feast.item_view).features}
+    assert set(Features.USER) <= user_cols
+    assert set(Features.ITEM) <= item_cols
+    assert set(Features.USER) <= set(_serving_cols(fs))
+    params = load_params(ROOT / "params.yaml")
+    assert set(snapshots.user_feature_columns(params)) <= user_cols
+    views = {p.name for p in fs.get_feature_service(Feast.training_service).feature_view_projections}
+    assert views == {Feast.user_view, Feast.item_view}
+
+
 def test_materialize_then_lookup_and_unknown_entities(proj):
     paths, online = proj
-    report = materialize.materialize(paths, online)
-    users, items = _latest(paths, features.USER_FILE), _latest(paths, features.ITEM_FILE)
+    report = planning.materialize(paths, online)
+    users, items = _latest(paths, Feast.user_file), _latest(paths, Feast.item_file)
     assert report["mode"] == "first"
     assert report["entity_rows"] == len(users) + len(items)
     assert report["online_store"].startswith("redis" if online else "sqlite")
@@ -98,12 +126,12 @@ def test_materialize_then_lookup_and_unknown_entities(proj):
         import sqlite3
 
         con = sqlite3.connect(paths.feature_data / "online_store.db")
-        assert con.execute("PRAGMA page_size").fetchone()[0] == online_write.SQLITE_PAGE_SIZE
+        assert con.execute("PRAGMA page_size").fetchone()[0] == writer.SQLITE_PAGE_SIZE
         con.close()
 
     fs = store.open_store(paths, online)
     sample = sorted(users[C.user].sample(10, random_state=0))
-    got = store.online_users(fs, [*sample, "nobody"])
+    got = online_users(fs, [*sample, "nobody"])
     cols = _serving_cols(fs)
     _assert_same(got[got[C.user] != "nobody"], users[users[C.user].isin(sample)], cols)
     unknown = got[got[C.user] == "nobody"].iloc[0]
@@ -119,27 +147,27 @@ def test_serving_reader_equals_feast_sdk(proj, params):
     """The serving path reads Feast's online rows itself; it must answer what the SDK answers,
     for known, unknown and repeated users, and after a push."""
     paths, online = proj
-    materialize.materialize(paths, online)
+    planning.materialize(paths, online)
     fs = store.open_store(paths, online)
-    users = sorted(_latest(paths, features.USER_FILE)[C.user].sample(25, random_state=3))
+    users = sorted(_latest(paths, Feast.user_file)[C.user].sample(25, random_state=3))
     asked = [*users, "nobody", users[0]]
-    reader = OnlineReader(fs, store.SERVING_SERVICE)
-    assert reader.read(asked) == store.online_users_sdk(fs, asked)
+    reader = OnlineReader(fs, Feast.serving_service)
+    assert reader.read(asked) == online_users_sdk(fs, asked)
 
-    before = store.online_users_sdk(fs, [users[1]])["n_events"][0]
+    before = online_users_sdk(fs, [users[1]])["n_events"][0]
     fresh = pd.DataFrame({C.user: [users[1]] * 2, C.item: ["i0000001", "i0000002"],
                           C.event: ["view", "click"], C.value: [None, None],
                           C.ts: [pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=1)] * 2})
-    freshness.push_events(params, paths, fresh, fs=fs)
+    push.push_events(params, paths, fresh, fs=fs)
     after = reader.read(users[:2])
-    assert after == store.online_users_sdk(fs, users[:2])
+    assert after == online_users_sdk(fs, users[:2])
     assert after["n_events"][1] == before + 2
 
 
 def test_incremental_materialization_writes_only_new_windows(proj, params):
     paths, online = proj
-    first = materialize.materialize(paths, online)
-    again = materialize.materialize(paths, online)
+    first = planning.materialize(paths, online)
+    again = planning.materialize(paths, online)
     assert again["mode"] == "incremental" and again["windows"] == [] and again["entity_rows"] == 0
 
     # new events land one day after the last one; features are rebuilt
@@ -147,30 +175,30 @@ def test_incremental_materialization_writes_only_new_windows(proj, params):
     last = ev[C.ts].max()
     new = ev.sample(200, random_state=1).assign(**{C.ts: last + pd.Timedelta(days=1)})
     pd.concat([ev, new]).to_parquet(paths.validated / "events.parquet", index=False)
-    features.write(paths.validated, paths.feature_data, params)
-    third = materialize.materialize(paths, online)
+    snapshots.write(paths.validated, paths.feature_data, params)
+    third = planning.materialize(paths, online)
     prev_end = {w["view"]: w["end"] for w in first["windows"]}
     assert third["mode"] == "incremental"
     for w in third["windows"]:
         assert w["start"] == prev_end[w["view"]]  # only (last end, new end]
-    users = _latest(paths, features.USER_FILE)
-    assert third["entity_rows"] == len(users) + len(_latest(paths, features.ITEM_FILE))
+    users = _latest(paths, Feast.user_file)
+    assert third["entity_rows"] == len(users) + len(_latest(paths, Feast.item_file))
 
     fs = store.open_store(paths, online)
     moved = sorted(new[C.user].unique())[:5]
-    _assert_same(store.online_users(fs, moved), users[users[C.user].isin(moved)], _serving_cols(fs))
+    _assert_same(online_users(fs, moved), users[users[C.user].isin(moved)], _serving_cols(fs))
 
-    back = materialize.backfill(paths, online=online)
+    back = planning.backfill(paths, online=online)
     assert back["mode"] == "backfill"
     assert {w["start"] for w in back["windows"]} == {pd.read_parquet(
-        paths.feature_data / features.USER_FILE)[C.ts].min().isoformat()}
+        paths.feature_data / Feast.user_file)[C.ts].min().isoformat()}
 
 
 def test_pushed_events_show_up_online(proj, params):
     paths, online = proj
-    materialize.materialize(paths, online)
+    planning.materialize(paths, online)
     fs = store.open_store(paths, online)
-    users = _latest(paths, features.USER_FILE).set_index(C.user)
+    users = _latest(paths, Feast.user_file).set_index(C.user)
     who = users.index[3]
     now = pd.Timestamp.now(tz="UTC")
     fresh = pd.DataFrame({
@@ -180,9 +208,9 @@ def test_pushed_events_show_up_online(proj, params):
         C.ts: [now - pd.Timedelta(minutes=m) for m in (3, 2, 1, 1)],
         C.value: [None, None, None, 0.8],
     })
-    summary = freshness.push_events(params, paths, fresh, fs=fs)
+    summary = push.push_events(params, paths, fresh, fs=fs)
     assert summary["accepted"] == 4 and summary["users_pushed"] == 2
-    got = store.online_users(fs, [who, "brand-new-user"]).set_index(C.user)
+    got = online_users(fs, [who, "brand-new-user"]).set_index(C.user)
     assert got.loc[who, "n_events"] == users.loc[who, "n_events"] + 3
     assert got.loc[who, "n_purchase_7d"] == 1
     assert got.loc[who, "recent_items"].split(",")[:2] == ["i0000001", "i0000002"]
@@ -191,25 +219,25 @@ def test_pushed_events_show_up_online(proj, params):
 
     # a second push still counts the first batch; a refused batch pushes nothing
     more = fresh.iloc[:1].assign(**{C.ts: now - pd.Timedelta(seconds=10), C.event: "view"})
-    freshness.push_events(params, paths, more, fs=fs)
-    assert store.online_users(fs, [who]).iloc[0]["n_events"] == users.loc[who, "n_events"] + 4
+    push.push_events(params, paths, more, fs=fs)
+    assert online_users(fs, [who]).iloc[0]["n_events"] == users.loc[who, "n_events"] + 4
     bad = fresh.assign(**{C.event: "teleport"})
-    with pytest.raises(freshness.DataError):
-        freshness.push_events(params, paths, bad, fs=fs)
-    assert store.online_users(fs, [who]).iloc[0]["n_events"] == users.loc[who, "n_events"] + 4
+    with pytest.raises(DataError):
+        push.push_events(params, paths, bad, fs=fs)
+    assert online_users(fs, [who]).iloc[0]["n_events"] == users.loc[who, "n_events"] + 4
 
 
 def test_online_equals_offline_at_the_same_timestamp(proj):
     """No training/serving skew: serving features online == historical retrieval at the
     timestamp of the row the online store holds."""
     paths, online = proj
-    materialize.materialize(paths, online)
+    planning.materialize(paths, online)
     fs = store.open_store(paths, online)
-    users = _latest(paths, features.USER_FILE)
+    users = _latest(paths, Feast.user_file)
     sample = sorted(users[C.user].sample(25, random_state=2))
-    on = store.online_users(fs, sample)
+    on = online_users(fs, sample)
     at = users[C.ts].iloc[0]
-    off = store.historical(fs, pd.DataFrame({C.user: sample, C.ts: at}), store.SERVING_SERVICE)
+    off = store.historical(fs, pd.DataFrame({C.user: sample, C.ts: at}), Feast.serving_service)
     _assert_same(on, off, _serving_cols(fs))
 
 
@@ -217,7 +245,7 @@ def test_point_in_time_training_rows_never_see_the_future(base, tmp_path):
     """For interactions at many times, every returned feature was computed before the
     interaction: the count of earlier events bounds n_events, and rows before the first
     snapshot get nulls."""
-    from pipeline import train
+    from pipeline.evaluation import trainset as train
 
     root = tmp_path / "pit"
     shutil.copytree(base, root)
@@ -225,9 +253,9 @@ def test_point_in_time_training_rows_never_see_the_future(base, tmp_path):
     fs = store.open_store(paths)
     store.apply(fs, paths.feature_repo)
     ev = pd.read_parquet(paths.validated / "events.parquet")
-    snaps = sorted(pd.read_parquet(paths.feature_data / features.USER_FILE)[C.ts].unique())
+    snaps = sorted(pd.read_parquet(paths.feature_data / Feast.user_file)[C.ts].unique())
     rows = ev.sample(300, random_state=3)[[C.user, C.ts]].reset_index(drop=True)
-    got = store.historical_view(fs, rows, train.USER_VIEW).merge(
+    got = store.historical_view(fs, rows, Feast.user_view).merge(
         rows.assign(_i=range(len(rows))), on=[C.user, C.ts])
     assert len(got) == len(rows)
     for r in got.itertuples():
@@ -247,6 +275,6 @@ def test_point_in_time_training_rows_never_see_the_future(base, tmp_path):
 
     cut = snaps[0].to_pydatetime()
     ids = sorted(ev[C.user].unique())[:20]
-    pit = train.point_in_time(fs, ids, C.user, train.USER_VIEW, cut + timedelta(hours=1))
+    pit = train.point_in_time(fs, ids, C.user, Feast.user_view, cut + timedelta(hours=1))
     want = ev[(ev[C.ts] < cut) & ev[C.user].isin(ids)].groupby(C.user).size()
     assert pit.set_index(C.user)["n_events"].dropna().astype(int).to_dict() == want.to_dict()

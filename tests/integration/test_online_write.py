@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import features, materialize, online_write, store
 from pipeline.columns import Columns as C
+from pipeline.columns import Feast
 from pipeline.config import Paths
+from pipeline.feature_store import planning, store, writer
+from tests.helpers import online_users
 from tests.integration.test_feature_store import base, params, redis_url  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
@@ -27,7 +29,7 @@ def odd_base(base, tmp_path_factory) -> Path:  # noqa: F811
     columns, NaN, empty strings, a long unicode string."""
     root = tmp_path_factory.mktemp("ow") / "odd"
     shutil.copytree(base, root)
-    f = Paths(root).feature_data / features.USER_FILE
+    f = Paths(root).feature_data / Feast.user_file
     df = pd.read_parquet(f)
     last = df.index[df[C.ts] == df[C.ts].max()][:6]
     df["n_view"] = df["n_view"].astype("Int64")
@@ -47,7 +49,7 @@ def _copy(src: Path, dst: Path) -> Paths:
 def _feast_materialize(paths: Paths, online: str | None) -> None:
     fs = store.open_store(paths, online)
     store.apply(fs, paths.feature_repo)
-    for w in materialize.plan(paths, {}):
+    for w in planning.plan(paths, {}):
         store.materialize(fs, w.start, w.end, [w.view])
 
 
@@ -69,16 +71,16 @@ def _redis_dump(url: str) -> dict[bytes, dict[bytes, bytes]]:
 
 def _lookup(paths: Paths, online: str | None, users: list[str], items: list[str]) -> tuple:
     fs = store.open_store(paths, online)
-    u = store.online_users(fs, users)
+    u = online_users(fs, users)
     refs = [f"item_stats:{f.name}" for f in fs.get_feature_view("item_stats").features]
     i = fs.get_online_features(features=refs, entity_rows=[{C.item: x} for x in items]).to_dict()
     return u.to_dict("list"), i
 
 
 def _sample(paths: Paths) -> tuple[list[str], list[str]]:
-    u = pd.read_parquet(paths.feature_data / features.USER_FILE)
+    u = pd.read_parquet(paths.feature_data / Feast.user_file)
     last = u[u[C.ts] == u[C.ts].max()]
-    items = pd.read_parquet(paths.feature_data / features.ITEM_FILE)[C.item].unique()
+    items = pd.read_parquet(paths.feature_data / Feast.item_file)[C.item].unique()
     return ([*last[C.user].iloc[:6], *last[C.user].sample(10, random_state=0), "nobody"],
             [*items[:10], "no-such-item"])
 
@@ -96,7 +98,7 @@ def _same(a, b) -> bool:
 
 def test_sqlite_rows_and_lookups_equal_feast_materialize(odd_base, tmp_path):
     ours, theirs = _copy(odd_base, tmp_path / "ours"), _copy(odd_base, tmp_path / "feast")
-    report = materialize.materialize(ours)
+    report = planning.materialize(ours)
     assert {w["writer"] for w in report["windows"]} == {"recflow"}
     _feast_materialize(theirs, None)
     a, b = _sqlite_dump(ours), _sqlite_dump(theirs)
@@ -121,7 +123,7 @@ def test_redis_hashes_and_lookups_equal_feast_materialize(odd_base, tmp_path, re
     url_ours, url_feast = redis_url[:-1] + "1", redis_url[:-1] + "2"
     for u in (url_ours, url_feast):
         redis.Redis.from_url(u).flushdb()
-    report = materialize.materialize(ours, url_ours)
+    report = planning.materialize(ours, url_ours)
     assert {w["writer"] for w in report["windows"]} == {"recflow"}
     _feast_materialize(theirs, url_feast)
     a, b = _redis_dump(url_ours), _redis_dump(url_feast)
@@ -131,9 +133,9 @@ def test_redis_hashes_and_lookups_equal_feast_materialize(odd_base, tmp_path, re
 
     # like Feast, a row older than the stored one is not written
     fs = store.open_store(ours, url_ours)
-    w = materialize.plan(ours, {})[0]
-    first_snapshot_end = pd.read_parquet(ours.feature_data / features.USER_FILE)[C.ts].min()
-    assert online_write.write_view(fs, "user_activity", w.start,
+    w = planning.plan(ours, {})[0]
+    first_snapshot_end = pd.read_parquet(ours.feature_data / Feast.user_file)[C.ts].min()
+    assert writer.write_view(fs, "user_activity", w.start,
                                    first_snapshot_end.to_pydatetime()
                                    + pd.Timedelta(microseconds=1)) == 0
     assert _redis_dump(url_ours) == a
@@ -141,7 +143,7 @@ def test_redis_hashes_and_lookups_equal_feast_materialize(odd_base, tmp_path, re
 
 def _append_newer(paths: Paths, users: list[str] | None, bump: int) -> pd.DataFrame:
     """Append user-feature rows one day after the newest (for ``users``; None = all of them)."""
-    f = paths.feature_data / features.USER_FILE
+    f = paths.feature_data / Feast.user_file
     df = pd.read_parquet(f)
     last = df[df[C.ts] == df[C.ts].max()]
     if users is not None:
@@ -169,12 +171,12 @@ def _dump(paths: Paths, online: str | None):
 
 def test_incremental_run_writes_only_the_new_window(odd_base, tmp_path, online):
     paths = _copy(odd_base, tmp_path / "p")
-    materialize.materialize(paths, online)
+    planning.materialize(paths, online)
     before = _dump(paths, online)
     users, items = _sample(paths)
     moved = users[:3]
     _append_newer(paths, moved, bump=1000)
-    again = materialize.materialize(paths, online)
+    again = planning.materialize(paths, online)
     assert again["mode"] == "incremental"
     assert [(w["view"], w["entity_rows"]) for w in again["windows"]] == [("user_activity", 3)]
     after = _dump(paths, online)
@@ -188,7 +190,7 @@ def test_incremental_run_writes_only_the_new_window(odd_base, tmp_path, online):
     if not online:
         assert before["recflow_item_stats"] == after["recflow_item_stats"]
     got = _lookup(paths, online, users, items)[0]
-    old = pd.read_parquet(odd_base / "feature_repo/data" / features.USER_FILE)
+    old = pd.read_parquet(odd_base / "feature_repo/data" / Feast.user_file)
     old = old[old[C.ts] == old[C.ts].max()].set_index(C.user)["n_events"]
     assert got["n_events"][:3] == [old[u] + 1000 for u in moved]
     assert got["n_events"][3:-1] == [old[u] for u in users[3:-1]]
@@ -196,40 +198,40 @@ def test_incremental_run_writes_only_the_new_window(odd_base, tmp_path, online):
 
 def test_failure_mid_write_keeps_previous_online_values(odd_base, tmp_path, online, monkeypatch):
     paths = _copy(odd_base, tmp_path / "p")
-    materialize.materialize(paths, online)
-    marks = (paths.feature_data / materialize.WATERMARK_FILE).read_text()
+    planning.materialize(paths, online)
+    marks = (paths.feature_data / "materialized.json").read_text()
     before = _dump(paths, online)
     users, items = _sample(paths)
     looked = _lookup(paths, online, users, items)
     _append_newer(paths, None, bump=1000)  # every user changes
 
-    monkeypatch.setattr(online_write, "CHUNK", 50)  # several chunks; fail in the third
+    monkeypatch.setattr(writer, "CHUNK", 50)  # several chunks; fail in the third
     calls = {"n": 0}
     if online:
-        real = online_write._send_chunk
+        real = writer._send_chunk
 
         def boom(conn, commands):
             calls["n"] += 1
             real(conn, commands)  # the chunk IS written, then the failure
             if calls["n"] == 3:
                 raise ConnectionError("injected failure after a written chunk")
-        monkeypatch.setattr(online_write, "_send_chunk", boom)
+        monkeypatch.setattr(writer, "_send_chunk", boom)
     else:
-        real_params = online_write._sqlite_params
+        real_params = writer._sqlite_params
 
         def boom(batch, adapt):  # two chunks written in the transaction, the third fails
             calls["n"] += 1
             if calls["n"] == 3:
                 raise ConnectionError("injected failure in the third chunk")
             return real_params(batch, adapt)
-        monkeypatch.setattr(online_write, "_sqlite_params", boom)
+        monkeypatch.setattr(writer, "_sqlite_params", boom)
 
     with pytest.raises(ConnectionError, match="injected"):
-        materialize.materialize(paths, online)
+        planning.materialize(paths, online)
     assert calls["n"] == 3
     assert _dump(paths, online) == before  # every byte as before, the index too (SQLite)
     assert _same(_lookup(paths, online, users, items), looked)
-    assert (paths.feature_data / materialize.WATERMARK_FILE).read_text() == marks
+    assert (paths.feature_data / "materialized.json").read_text() == marks
     if not online:
         con = sqlite3.connect(paths.feature_data / "online_store.db")
         assert con.execute("SELECT count(*) FROM sqlite_master WHERE name = ?",
@@ -237,6 +239,6 @@ def test_failure_mid_write_keeps_previous_online_values(odd_base, tmp_path, onli
         con.close()
 
     monkeypatch.undo()  # the next run writes the new values
-    materialize.materialize(paths, online)
+    planning.materialize(paths, online)
     got = _lookup(paths, online, users, items)[0]["n_events"]
     assert got[:-1] == [n + 1000 for n in looked[0]["n_events"][:-1]]

@@ -16,13 +16,15 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline import registry, store
 from pipeline.columns import Columns as C
 from pipeline.config import load_params, paths
-from pipeline.hybrid import user_tokens
-from pipeline.model import LightFMRecommender
+from pipeline.feature_store import store
+from pipeline.models.hybrid import LightFMRecommender
+from pipeline.models.tokens import user_tokens
+from pipeline.registry import versions as registry
 from pipeline.serving.app import create_app
 from tests.conftest import clone_built, run_env
+from tests.helpers import online_users
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +57,7 @@ def test_seen_items_are_not_recommended(client, built_project):
     p = paths(built_project)
     fs = store.open_store(p)
     for u in _users(built_project, 5):
-        online = store.online_users(fs, [u])
+        online = online_users(fs, [u])
         recent = set(str(online["recent_items"][0]).split(","))
         items = {i["item_id"] for i in client.get(f"/recommendations/{u}?k=20").json()["items"]}
         assert recent and not (items & recent)
@@ -225,7 +227,7 @@ def test_post_events_updates_online_features_and_seen_items(built_project, tmp_p
             {"user_id": user, "item_id": target, "event_type": "view"}]})
         assert r.status_code == 200, r.text
         assert r.json()["accepted"] == 2 and r.json()["users_pushed"] == 1
-        online = store.online_users(store.open_store(paths(proj)), [user])
+        online = online_users(store.open_store(paths(proj)), [user])
         assert str(online["recent_items"][0]).split(",")[0] == target
         after = [i["item_id"] for i in c.get(f"/recommendations/{user}?k=10").json()["items"]]
         assert target not in after

@@ -1,0 +1,1 @@
+"""Offline evaluation: splits, the validation slice and early stopping, metrics, holdout scoring."""

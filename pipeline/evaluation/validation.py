@@ -1,0 +1,96 @@
+"""Model selection on the validation slice (carved out of the training period, never the
+holdout): one ``validation_precision`` for early stopping and for every tuning loop."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from itertools import product
+
+import pandas as pd
+
+from pipeline.columns import Columns as C
+from pipeline.config import ALSParams, ModelParams
+from pipeline.evaluation.metrics import per_user
+from pipeline.models.als import ALS
+from pipeline.models.base import RecommenderBase, TokenMap
+from pipeline.models.hybrid import LightFMRecommender
+
+log = logging.getLogger("recflow.validation")
+
+
+class ValidationSlice:
+    """The validation users (those the fit part knows), their relevant pairs, and what each
+    has in the fit part (excluded from their lists, as evaluation excludes train items)."""
+
+    def __init__(self, fit_part: pd.DataFrame, validation: pd.DataFrame) -> None:
+        known = set(fit_part[C.user].astype(str))
+        self.users = sorted(set(validation[C.user].astype(str)) & known)
+        self.relevant = validation[validation[C.user].astype(str).isin(self.users)]
+        self.exclude = fit_part.groupby(C.user)[C.item].agg(set).to_dict()
+
+
+def validation_precision(model: RecommenderBase, vs: ValidationSlice, k: int,
+                         user_tokens: TokenMap | None = None) -> float:
+    """Mean precision@k of ``model`` over the validation users (0 when there are none)."""
+    if not vs.users:
+        return 0.0
+    recs = model.recommend(vs.users, k, vs.exclude, user_tokens)
+    return float(per_user(recs, vs.relevant, k)["precision"].mean())
+
+
+def fit_early_stopping(params: ModelParams, train: pd.DataFrame, validation: pd.DataFrame,
+                       user_tokens: TokenMap | None, item_tokens: TokenMap | None,
+                       k: int, full_train: pd.DataFrame | None = None,
+                       on_epoch: Callable[[dict], None] | None = None
+                       ) -> tuple[LightFMRecommender, list[dict], int]:
+    """Fit on ``train`` one epoch at a time, score precision@k on ``validation`` after each,
+    stop after ``params.patience`` epochs without improvement and keep the best epoch.
+
+    With ``params.refit`` and ``full_train`` (train + validation), a fresh model is then fitted
+    on ``full_train`` for the best epoch count, so the validation interactions are not lost.
+    Returns (model, per-epoch curve rows {epoch, k, val_precision, seconds}, best epoch).
+    """
+    vs = ValidationSlice(train, validation)
+    curve: list[dict] = []
+    best: dict = {"epoch": 0, "precision": -1.0, "state": None}
+    t0 = time.perf_counter()
+
+    def step(epoch: int, model: LightFMRecommender) -> bool:
+        prec = validation_precision(model, vs, k, user_tokens)
+        row = {"epoch": epoch + 1, "k": k, "val_precision": prec,
+               "seconds": round(time.perf_counter() - t0, 3)}
+        curve.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if prec > best["precision"]:
+            best.update(epoch=epoch + 1, precision=prec, state=model.state())
+        return epoch + 1 - best["epoch"] >= params.patience
+
+    model = LightFMRecommender(params).fit(train, user_tokens, item_tokens, on_epoch=step)
+    if params.refit and full_train is not None:
+        refit = params.model_copy(update={"epochs": best["epoch"]})
+        model = LightFMRecommender(refit).fit(full_train, user_tokens, item_tokens)
+        model.params = params
+    else:
+        model.restore(best["state"])
+    return model, curve, best["epoch"]
+
+
+def tune_als(p: ALSParams, fit_part: pd.DataFrame, validation: pd.DataFrame, k: int
+             ) -> tuple[dict, list[dict]]:
+    """Grid over factors × regularization, scored by precision@k on the validation slice.
+
+    Returns the best configuration (ready for ``ALS(**best)``) and every grid row.
+    """
+    vs = ValidationSlice(fit_part, validation)
+    rows = []
+    for f, reg in product(p.factors, p.regularization):
+        cfg = {"factors": f, "regularization": reg, "alpha": p.alpha, "iterations": p.iterations,
+               "seed": p.seed, "num_threads": p.num_threads}
+        prec = validation_precision(ALS(**cfg).fit(fit_part), vs, k)
+        rows.append({**cfg, f"val_precision@{k}": prec})
+        log.info("ALS %s → validation precision@%d %.4f", cfg, k, prec)
+    best = max(rows, key=lambda r: r[f"val_precision@{k}"])
+    return {key: v for key, v in best.items() if not key.startswith("val_")}, rows

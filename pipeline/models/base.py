@@ -1,0 +1,146 @@
+"""The model contract every recommender satisfies (RecTools' ``ModelBase``, implicit's
+``RecommenderBase``): public ``fit`` → private ``_fit``, ``scores``, one ``recommend``, and
+``save``/``load`` as arrays (``model.npz``) + JSON (``model.json``), never a pickle.
+
+A family declares its ``FORMAT`` (the artifact tag), the names of its scoring ``ARRAYS``, and
+how its JSON config and metadata round-trip; everything else is written here once, so
+evaluation and serving treat every family alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+
+from pipeline.models.ranking import top_k
+
+TokenMap = dict[str, list[str]]
+#: an artifact folder: the scoring arrays and the JSON (format, config, ids, extras)
+ARRAYS_FILE = "model.npz"
+META_FILE = "model.json"
+
+#: FORMAT → family class; filled as family modules are imported (see models.artifact)
+FAMILIES: dict[str, type[RecommenderBase]] = {}
+
+
+class ArtifactError(ValueError):
+    """A model folder that is not a readable artifact of the expected family."""
+
+
+class RecommenderBase:
+    """fit → scores → recommend → save/load. Unknown users get the popularity order."""
+
+    FORMAT: ClassVar[str]
+    ARRAYS: ClassVar[tuple[str, ...]]
+
+    item_ids: np.ndarray
+    popularity: np.ndarray
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "FORMAT" in cls.__dict__:
+            FAMILIES[cls.FORMAT] = cls
+
+    def __init__(self) -> None:
+        self.is_fitted = False
+        self.meta: dict = {}
+
+    # ---- to implement -------------------------------------------------------------------
+    def _fit(self, train: pd.DataFrame, user_tokens: TokenMap, item_tokens: TokenMap,
+             **kw: Any) -> None:
+        raise NotImplementedError
+
+    def scores(self, users: list[str], user_tokens: TokenMap | None = None) -> np.ndarray:
+        """(len(users) × len(item_ids)) scores, higher is better."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """The unfitted configuration as JSON (``from_config`` builds the same model)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: dict) -> Self:
+        raise NotImplementedError
+
+    def _meta(self) -> dict:
+        """JSON metadata besides the arrays (ids, vocabularies)."""
+        return {"item_ids": list(self.item_ids)}
+
+    def _restore(self, meta: dict) -> None:
+        self.item_ids = np.asarray(meta["item_ids"], dtype=object)
+
+    # ---- written once -------------------------------------------------------------------
+    def fit(self, train: pd.DataFrame, user_tokens: TokenMap | None = None,
+            item_tokens: TokenMap | None = None, **kw: Any) -> Self:
+        """``train``: positives (user_id, item_id[, confidence]). Returns self."""
+        self._fit(train, user_tokens or {}, item_tokens or {}, **kw)
+        self.is_fitted = True
+        self._iidx_cache: dict[str, int] | None = None
+        return self
+
+    @property
+    def item_index(self) -> dict[str, int]:
+        """item_id → column of the score matrix (built once)."""
+        if getattr(self, "_iidx_cache", None) is None:
+            self._iidx_cache = {it: j for j, it in enumerate(self.item_ids)}
+        return self._iidx_cache  # type: ignore[return-value]
+
+    def known(self, user: str) -> bool:
+        """Whether ``user`` had interactions the model was fitted on."""
+        return False
+
+    def recommend(self, users: list[str], k: int, exclude: dict[str, set[str]] | None = None,
+                  user_tokens: TokenMap | None = None, batch: int = 2048) -> pd.DataFrame:
+        """Rows (user_id, item_id, score, rank) of each user's k best items not in
+        ``exclude[user]``; scored ``batch`` users at a time so memory stays bounded."""
+        parts = [top_k(users[s:s + batch], self.item_ids,
+                       self.scores(users[s:s + batch], user_tokens), k, exclude, self.item_index)
+                 for s in range(0, len(users), batch)]
+        return (pd.concat(parts, ignore_index=True) if parts
+                else top_k([], self.item_ids, np.zeros((0, 0)), k))
+
+    def state(self) -> dict[str, np.ndarray]:
+        """A copy of the scoring arrays (to keep the best epoch while training goes on)."""
+        return {k: np.array(getattr(self, k), copy=True) for k in self.ARRAYS}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+    def save(self, directory: Path, extra: dict | None = None) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(directory / ARRAYS_FILE, **{k: getattr(self, k) for k in self.ARRAYS})
+        meta = {"format": self.FORMAT, "config": self.config(), **self._meta(), **(extra or {})}
+        (directory / META_FILE).write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        meta = read_meta(directory)
+        if meta.get("format") != cls.FORMAT:
+            raise ArtifactError(f"{directory}: not a {cls.FORMAT} model artifact "
+                                f"(format {meta.get('format')!r})")
+        self = cls.from_config(meta["config"])
+        arrays = np.load(directory / ARRAYS_FILE, allow_pickle=False)
+        for k in cls.ARRAYS:
+            setattr(self, k, arrays[k])
+        self._restore(meta)
+        self.meta = meta
+        self.is_fitted = True
+        return self
+
+
+def read_meta(directory: Path) -> dict:
+    f = directory / META_FILE
+    try:
+        meta = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{f}: not a readable model artifact ({e}).") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{f}: not a readable model artifact.")
+    if "config" not in meta and "params" in meta:  # LightFM artifacts before the contract
+        meta["config"] = meta["params"]
+    return meta

@@ -1,0 +1,55 @@
+"""Vectorised top-k over a (users × items) score matrix with per-user exclusions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.columns import Columns as C
+
+
+def exclusion_cells(users: list[str], item_index: dict[str, int],
+                    exclude: dict[str, set[str]] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) coordinates of excluded (user, item) cells; unknown items are ignored."""
+    rows: list[int] = []
+    cols: list[int] = []
+    if exclude:
+        for r, u in enumerate(users):
+            for it in exclude.get(u, ()):
+                j = item_index.get(it)
+                if j is not None:
+                    rows.append(r)
+                    cols.append(j)
+    return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+
+
+def top_k_indices(scores: np.ndarray, k: int, excluded: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(item indices, scores), each (n_users × min(k, n_items)), best first; excluded cells
+    score -inf and sort last. ``scores`` is not modified."""
+    s = np.array(scores, dtype=np.float32, copy=True)
+    if excluded is not None and len(excluded[0]):
+        s[excluded] = -np.inf
+    kk = min(k, s.shape[1])
+    part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < s.shape[1] else np.tile(np.arange(kk), (len(s), 1))
+    ps = np.take_along_axis(s, part, axis=1)
+    order = np.argsort(-ps, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(ps, order, axis=1)
+
+
+def top_k(users: list[str], item_ids: np.ndarray, scores: np.ndarray, k: int,
+          exclude: dict[str, set[str]] | None = None,
+          item_index: dict[str, int] | None = None) -> pd.DataFrame:
+    """Rows (user_id, item_id, score, rank) for the k best non-excluded items of each user."""
+    if not users or len(item_ids) == 0:
+        return pd.DataFrame({C.user: [], C.item: [], C.score: [], C.rank: []})
+    index = item_index if item_index is not None else {it: j for j, it in enumerate(item_ids)}
+    idx, sc = top_k_indices(scores, k, exclusion_cells(users, index, exclude))
+    kk = idx.shape[1]
+    keep = np.isfinite(sc)
+    u = np.repeat(np.asarray(users, dtype=object), kk).reshape(len(users), kk)
+    ranks = np.tile(np.arange(1, kk + 1), (len(users), 1))
+    return pd.DataFrame({
+        C.user: u[keep], C.item: np.asarray(item_ids, dtype=object)[idx[keep]],
+        C.score: sc[keep], C.rank: ranks[keep],
+    })

@@ -1,0 +1,1 @@
+"""Model registry: immutable versions, the champion pointer, the evaluation gate and lineage."""

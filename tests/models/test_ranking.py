@@ -1,0 +1,40 @@
+import numpy as np
+
+from pipeline.columns import Columns as C
+from pipeline.models.tokens import item_tokens, user_tokens
+from pipeline.models.ranking import top_k, top_k_indices
+
+
+def test_top_k_orders_and_excludes():
+    items = np.array(["a", "b", "c", "d"], dtype=object)
+    scores = np.array([[0.1, 0.9, 0.5, 0.7], [4.0, 3.0, 2.0, 1.0]])
+    out = top_k(["u1", "u2"], items, scores, 2, exclude={"u1": {"b"}, "u2": {"zzz"}})
+    assert out[out[C.user] == "u1"][C.item].tolist() == ["d", "c"]
+    assert out[out[C.user] == "u2"][C.item].tolist() == ["a", "b"]
+    assert out[C.rank].tolist() == [1, 2, 1, 2]
+    assert scores[0, 1] == 0.9  # input untouched
+
+
+def test_k_larger_than_catalogue_and_everything_excluded():
+    items = np.array(["a", "b"], dtype=object)
+    out = top_k(["u"], items, np.array([[1.0, 2.0]]), 5)
+    assert out[C.item].tolist() == ["b", "a"]
+    none = top_k(["u"], items, np.array([[1.0, 2.0]]), 5, exclude={"u": {"a", "b"}})
+    assert none.empty
+    assert top_k([], items, np.zeros((0, 2)), 3).empty
+
+
+def test_top_k_indices_ties_are_stable():
+    idx, sc = top_k_indices(np.array([[1.0, 1.0, 0.0]]), 2)
+    assert sorted(idx[0].tolist()) == [0, 1] and sc[0].tolist() == [1.0, 1.0]
+
+
+def test_tokens_from_frames_and_online_dicts_agree():
+    rows = {C.user: ["u1", "u2", "u3"], "top_category": ["c1", None, "c2"], "n_events": [7, 0, None]}
+    assert user_tokens(rows, ("top_category", "activity")) == {
+        "u1": ["top_category=c1", "activity=3"], "u2": ["activity=0"], "u3": ["top_category=c2"]}
+    import pandas as pd
+
+    assert user_tokens(pd.DataFrame(rows), ("top_category", "activity")) == user_tokens(rows, ("top_category", "activity"))
+    it = item_tokens({C.item: ["i"], C.category: ["x"], "pop_all": [1023.0]}, ("category", "popularity"))
+    assert it == {"i": ["category=x", "popularity=10"]}
