@@ -72,3 +72,15 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sql_str(value: str) -> str:
+    """``value`` as a SQL string literal (DuckDB / SQLite): single quotes doubled, so any text —
+    a path with ``'``, an id with a comma — survives. Use it for every literal and path put
+    into SQL text; bind parameters where the API allows."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_path(path: Path) -> str:
+    """A file path as a SQL string literal (``read_parquet(sql_path(p))``)."""
+    return sql_str(str(path))
