@@ -4,7 +4,8 @@ Why in-process DVC instead of shelling out per task: DVC decides what is stale (
 whose deps and params did not change), records lineage in dvc.lock and holds its repo lock, so
 an Airflow run and a laptop run produce identical artifacts. The stage command itself
 (`recflow <stage>`) still runs as a subprocess; its output is captured at the file-descriptor
-level and re-logged, so the task log shows it and a failure carries the stage's one-line reason.
+level and re-logged, so the task log shows it; a refusal carries the stage's reason (the CLI's
+message, all its lines) in StageFailed instead, so an orchestrator shows it once.
 """
 
 from __future__ import annotations
@@ -25,8 +26,17 @@ from pipeline.settings import ROOT_ENV
 
 log = logging.getLogger("recflow.orchestrate")
 
+
 class StageFailed(RecflowError):
-    """A stage refused its input (bad data, bad config): retrying will not help."""
+    """A stage refused its input (bad data, bad config): retrying will not help.
+
+    ``reason`` is the stage's own message as the CLI printed it (one or more lines).
+    """
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(f"stage '{stage}' refused its input: {reason}")
+        self.stage = stage
+        self.reason = reason
 
 
 class StageCrashed(Exception):
@@ -83,12 +93,27 @@ def _project_lock(root: Path, timeout: float) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _reason(stage: str, output: str) -> str | None:
-    """The CLI's one-line user error (`recflow <stage>: ...`), or None if the stage crashed."""
+def _split_reason(stage: str, output: str) -> tuple[str | None, list[str]]:
+    """(the CLI's user error, the output lines before it); (None, all lines) for a crash.
+
+    The CLI prints a refusal last, as ``recflow <stage>: <message>``; a message may span
+    several lines (one per failed check), so the reason runs from that line to the end.
+    """
+    lines = output.splitlines()
     if "Traceback (most recent call last)" in output:
-        return None
-    lines = [ln for ln in output.splitlines() if ln.startswith(f"recflow {stage}:")]
-    return lines[-1].split(":", 1)[1].strip() if lines else None
+        return None, lines
+    starts = [i for i, ln in enumerate(lines) if ln.startswith(f"recflow {stage}:")]
+    if not starts:
+        return None, lines
+    i = starts[-1]
+    first = lines[i].split(":", 1)[1].strip()
+    reason = "\n".join([first, *(ln.rstrip() for ln in lines[i + 1:] if ln.strip())])
+    return reason, lines[:i]
+
+
+def _reason(stage: str, output: str) -> str | None:
+    """The CLI's user error (`recflow <stage>: ...`, all its lines), or None if the stage crashed."""
+    return _split_reason(stage, output)[0]
 
 
 def run_stage(root: Path, stage: str, force: bool = False, lock_timeout: float = 1800) -> StageRun:
@@ -104,6 +129,9 @@ def run_stage(root: Path, stage: str, force: bool = False, lock_timeout: float =
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     os.environ[ROOT_ENV] = str(root)  # the stage subprocess inherits it
+    # stdout and stderr share one capture file: unbuffered, they stay in the order printed, so
+    # the CLI's refusal (stderr, last) is not followed by progress lines flushed at exit
+    os.environ["PYTHONUNBUFFERED"] = "1"
 
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
@@ -122,13 +150,13 @@ def run_stage(root: Path, stage: str, force: bool = False, lock_timeout: float =
     output = out_path.read_text(errors="replace")
     out_path.unlink(missing_ok=True)
     secs = time.perf_counter() - t0
-    for line in output.splitlines():
+    why, progress = _split_reason(stage, output) if error is not None else (None, output.splitlines())
+    for line in progress:  # the reason itself is not echoed here: StageFailed carries it once
         if line.strip():
             log.info("[%s] %s", stage, line)
     if error is not None:
-        why = _reason(stage, output)
         if why:
-            raise StageFailed(f"stage '{stage}' refused its input: {why}")
+            raise StageFailed(stage, why)
         cause = error.__cause__ or error
         raise StageCrashed(f"stage '{stage}' failed: {cause}")
     log.info("stage %s %s in %.1fs", stage, "ran" if ran else "was up to date (skipped)", secs)
