@@ -18,7 +18,6 @@ from pipeline.orchestration.airflow_adapter import (
 from pipeline.stages.registry import FEATURE_DAG, of_dag
 
 ROOT = dag_root(__file__)
-FEATURES_URI = FEATURES_ASSET["uri"]
 
 DOC = f"""
 ### recflow · feature pipeline
@@ -32,12 +31,13 @@ so DVC skips a stage whose code, params and data did not change.
 | `validate` | validate | Great Expectations suite; bad rows → `data/quarantine/`; `reports/validation.json` |
 | `build_features` | features | DuckDB user / item snapshots → `feature_repo/data/` |
 | `materialize` | materialize | Feast apply + online store (SQLite) |
-| `announce_features` | — | emits the Asset `{FEATURES_URI}` **only when the features changed**, else *skipped* |
+| `announce_features` | — | emits the Asset `{FEATURES_ASSET}` **only when the features changed**, else *skipped* (the reason is its log's WARNING line) |
 
 The Asset schedules **`training_pipeline`**.
 
-**A bad batch fails `validate`** (red, no retries) with the GX reason in its log; validated
-data, features, the online store and the champion stay as they were.
+**A bad batch fails `validate`** (red, no retries); its log shows the reason once, one ERROR
+line per failed check. Validated data, features, the online store and the champion stay as
+they were.
 
 Trigger parameters: **force** re-runs every stage even when DVC finds it up to date;
 **announce** = `if_changed` (default) / `always` / `never` decides whether training follows.
@@ -59,7 +59,10 @@ artifact matches a committed configuration (change it there, or with `dvc exp ru
     params={
         "force": Param(False, type="boolean", title="Force",
                        description="Re-run every stage even if DVC finds it up to date."),
-        "announce": Param("if_changed", enum=["if_changed", "always", "never"], title="Announce features",
+        # typed and without null: the trigger form then marks the field required and refuses
+        # to submit it empty (an untyped enum can be cleared and comes back as a raw 400)
+        "announce": Param("if_changed", type="string", enum=["if_changed", "always", "never"],
+                          title="Announce features",
                           description="When to emit the features Asset that triggers training."),
     },
 )

@@ -20,12 +20,11 @@ from pipeline.orchestration.airflow_adapter import (
 from pipeline.stages.registry import TRAINING_DAG, of_dag
 
 ROOT = dag_root(__file__)
-FEATURES_URI = FEATURES_ASSET["uri"]
 
 DOC = f"""
 ### recflow · training pipeline
 
-Scheduled on the Asset `{FEATURES_URI}` (emitted by `feature_pipeline` when features change)
+Scheduled on the Asset `{FEATURES_ASSET}` (emitted by `feature_pipeline` when features change)
 and triggerable by hand. Each task runs one **DVC stage** of `{ROOT}/dvc.yaml`.
 
 | task | stage | writes |

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 import urllib.error
 import urllib.request
@@ -27,8 +28,13 @@ from pipeline.stages import registry
 
 log = logging.getLogger("recflow.dags")
 
-#: the Asset the feature DAG emits and the training DAG is scheduled on; the UI shows its name
-FEATURES_ASSET = {"name": "recflow_features", "uri": "recflow://features"}
+#: the Asset the feature DAG emits and the training DAG is scheduled on. Only a name: Airflow
+#: then uses it as the URI too, so the UI (which lists names; a URI would show normalised, with
+#: a trailing "/") and the docs say the same string
+FEATURES_ASSET = "recflow_features"
+
+#: a reason line longer than this is broken at its list separators in the task log
+READABLE_LINE = 160
 
 #: task defaults of both DAGs: retries are for crashes only; a stage that refuses its input
 #: (bad data, bad config) fails at once through AirflowFailException
@@ -46,7 +52,7 @@ def features_asset():
     """The Asset object (one definition for both DAGs)."""
     from airflow.sdk import Asset
 
-    return Asset(**FEATURES_ASSET)
+    return Asset(name=FEATURES_ASSET)
 
 
 def dag_root(dag_file: str) -> Path:
@@ -54,16 +60,40 @@ def dag_root(dag_file: str) -> Path:
     return settings().root or Path(dag_file).resolve().parents[1]
 
 
+def reason_lines(reason: str) -> list[str]:
+    """The lines a task log shows for a stage's reason: the reason's own lines, and a line
+    longer than ``READABLE_LINE`` broken at its list separators (``; `` between checks, `` | ``
+    between batches), the continued parts indented. A reason written one check per line passes
+    unchanged."""
+    out: list[str] = []
+    for line in reason.splitlines():
+        if not line.strip():
+            continue
+        parts = ([p.strip() for p in re.split(r"; | \| ", line) if p.strip()]
+                 if len(line) > READABLE_LINE else [line])
+        out += [parts[0], *("  " + p for p in parts[1:])]
+    return out
+
+
 def airflow_stage(root: Path, stage: str, force: bool = False) -> dict:
     """run_stage for an Airflow task: a refusal becomes AirflowFailException (no retries),
-    a crash stays an ordinary exception (retried with backoff)."""
+    a crash stays an ordinary exception (retried with backoff).
+
+    A refusal's reason is logged once, one ERROR line per line of it (so the log viewer shows
+    one failed check per line, outside any collapsed group); the exception only points at it,
+    so the reason does not appear a second time in the traceback.
+    """
     from airflow.sdk.exceptions import AirflowFailException
 
     logging.getLogger("recflow").setLevel(logging.INFO)
     try:
         r = run_stage(root, stage, force=force)
     except StageFailed as e:
-        raise AirflowFailException(str(e)) from None
+        for line in reason_lines(e.reason) or ["(the stage gave no reason)"]:
+            log.error("%s", line)
+        raise AirflowFailException(
+            f"stage '{stage}' refused its input (reason in the ERROR lines above); not retried: "
+            "fix the input, then trigger again") from None
     return {"stage": r.stage, "ran": r.ran, "seconds": r.seconds}
 
 
@@ -132,17 +162,22 @@ def announce_task(root: Path):
         """Emit the Asset when the features changed since last announced; else skip."""
         from airflow.sdk.exceptions import AirflowSkipException
 
+        def skip(reason: str) -> AirflowSkipException:
+            # Airflow logs a skip's reason only inside the collapsed "Post Execute" group
+            log.warning("skipped: %s", reason)
+            return AirflowSkipException(reason)
+
         mode = params["announce"] if params else "if_changed"
         changed, fp = features_changed(root)
         if fp is None:
-            raise AirflowSkipException("no feature snapshots found; nothing to announce")
+            raise skip("no feature snapshots found; nothing to announce")
         if mode == "never" or (mode == "if_changed" and not changed):
-            raise AirflowSkipException(
+            raise skip(
                 f"features unchanged since last announced (sha256 {fp[:12]}); training not triggered"
                 if mode == "if_changed" else "announce=never: training not triggered")
         mark_announced(root, fp)
         log.info("features %s: emitting Asset %s", "changed" if changed else "announced (always)",
-                 FEATURES_ASSET["uri"])
+                 FEATURES_ASSET)
         return {"fingerprint": fp, "changed": changed}
 
     return announce_features

@@ -16,6 +16,19 @@ import time
 from pathlib import Path
 
 
+def _assets(cond: object) -> list[dict]:
+    """The assets of a schedule condition (an Asset, or AssetAll/AssetAny of them)."""
+    if cond is None:
+        return []
+    if hasattr(cond, "objects"):
+        return [a for o in cond.objects for a in _assets(o)]
+    return [{"name": cond.name, "uri": cond.uri}]  # type: ignore[attr-defined]
+
+
+def _assets_of(objs: list) -> list[dict]:
+    return [a for o in objs for a in _assets(o)]
+
+
 def check(dags_folder: Path) -> dict:
     """Import errors, DAG ids, and whether every DAG is acyclic (topological sort succeeds)."""
     from airflow.dag_processing.dagbag import DagBag
@@ -35,6 +48,13 @@ def check(dags_folder: Path) -> dict:
         "tasks": {d: [t.task_id for t in dag.tasks] for d, dag in bag.dags.items()},
         "max_active_runs": {d: dag.max_active_runs for d, dag in bag.dags.items()},
         "params": {d: sorted(dag.params.keys()) for d, dag in bag.dags.items()},
+        # the JSON schema the trigger form renders (and enforces) for each param
+        "param_schemas": {d: {k: dag.params.get_param(k).schema for k in dag.params}
+                          for d, dag in bag.dags.items()},
+        "schedule_assets": {d: _assets(getattr(dag.timetable, "asset_condition", None))
+                            for d, dag in bag.dags.items()},
+        "outlets": {d: {t.task_id: _assets_of(t.outlets) for t in dag.tasks if t.outlets}
+                    for d, dag in bag.dags.items()},
         "tags": {d: sorted(dag.tags) for d, dag in bag.dags.items()},
         "has_doc": {d: bool(dag.doc_md) for d, dag in bag.dags.items()},
     }

@@ -72,3 +72,21 @@ def test_notify_serving_posts_reload_or_is_a_no_op():
         srv.server_close()
     assert hits == ["/admin/reload"] and "reloaded" in msg
     assert "not reachable" in o.notify_serving(f"http://127.0.0.1:{_free_port()}", timeout=2)
+
+
+def test_reason_lines_one_check_per_line():
+    multi = "validation refused 1 batch(es):\n  event_type: 120 rows\n\n  and 2 more checks"
+    assert o.reason_lines(multi) == ["validation refused 1 batch(es):", "  event_type: 120 rows",
+                                     "  and 2 more checks"]
+    one_liner = ("validation refused 2 batch(es): a.csv (batch b1): 121 of 200 rows failed, above "
+                 "validate.max_quarantine_fraction=0.1; expect_column_values_to_be_in_set(column="
+                 "event_type): 120×, e.g. ['teleport']; expect_column_values_to_not_be_null(column="
+                 "user_id): 4× | b.csv (batch b2): the batch is empty. Details in reports/x.json.")
+    assert o.reason_lines(one_liner) == [
+        "validation refused 2 batch(es): a.csv (batch b1): 121 of 200 rows failed, above "
+        "validate.max_quarantine_fraction=0.1",
+        "  expect_column_values_to_be_in_set(column=event_type): 120×, e.g. ['teleport']",
+        "  expect_column_values_to_not_be_null(column=user_id): 4×",
+        "  b.csv (batch b2): the batch is empty. Details in reports/x.json."]
+    short = "x.csv: cannot be read; re-run 'recflow ingest'"  # short lines are left as written
+    assert o.reason_lines(short) == [short]
