@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,43 @@ class Api:
         return {t["task_id"]: t["state"] for t in body["task_instances"]} if st == 200 else {}
 
 
+def standalone_log(home: Path) -> Path:
+    """Where `make airflow` keeps everything `airflow standalone` prints (access log included)."""
+    return home / "logs" / "standalone.log"
+
+
+def _tail(path: Path, n: int = 15) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
+def watch(proc: subprocess.Popen, port: int, log_path: Path, say: Callable[[str], None],
+          ready_timeout: float = 600.0) -> int:
+    """Tell the user when the UI is up, then wait for ``proc``; returns its exit code.
+
+    Only these status lines reach the terminal: standalone's own output (thousands of
+    access-log lines) stays in ``log_path``.
+    """
+    url = f"http://127.0.0.1:{port}"
+    try:
+        Api(port).wait_ready(ready_timeout, proc)
+        say(f"  ready: {url}")
+    except RuntimeError:
+        pass  # exited before the API came up: reported below
+    except TimeoutError:
+        say(f"  {url} not answering after {ready_timeout:.0f}s; still starting? see {log_path}")
+    rc = proc.wait()
+    if rc == 0:
+        say("airflow standalone stopped.")
+    else:
+        say(f"airflow standalone exited with {rc}; the last lines of {log_path}:")
+        for line in _tail(log_path):
+            say(f"  | {line}")
+    return rc
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="make airflow", description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=8793, help="loopback port of UI + API (default 8793)")
@@ -209,25 +247,31 @@ def main(argv: list[str] | None = None) -> int:
 
     root = project_root()
     home = (args.home or root / "airflow_home").resolve()
+    log_path = standalone_log(home)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
     pw, new = ensure_password(home)
-    print(f"Airflow for recflow: http://127.0.0.1:{args.port}   (AIRFLOW_HOME={home})")
+    say(f"Airflow for recflow: http://127.0.0.1:{args.port}   (AIRFLOW_HOME={home})")
     if new:
-        print(f"  login: {USER} / {pw}   ← shown once; kept in {home / PASSWORDS_FILE}")
+        say(f"  login: {USER} / {pw}   ← shown once; kept in {home / PASSWORDS_FILE}")
     else:
-        print(f"  login: {USER}, password in {home / PASSWORDS_FILE}")
-    print("  UI and API up after about a minute; Ctrl-C stops everything.", flush=True)
-    env = airflow_env(root, home, args.port)
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"],
-                            cwd=root, env=env, start_new_session=True)
+        say(f"  login: {USER}, password in {home / PASSWORDS_FILE}")
+    say(f"  airflow's own output (scheduler, API access log): {log_path}")
+    proc = start(root, home, args.port, log_path)
+    say(f"  starting (process group {proc.pid}); the UI is up after about a minute. "
+        "Ctrl-C stops everything.")
 
     def _interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)  # `kill <make's pid>` stops the group too
     try:
-        return proc.wait()
+        return watch(proc, args.port, log_path, say)
     except KeyboardInterrupt:
-        print(f"\nstopping airflow (process group {proc.pid})…", flush=True)
+        say(f"\nstopping airflow (process group {proc.pid})…")
         stop(proc)
         return 0
 
