@@ -31,7 +31,7 @@ so DVC skips a stage whose code, params and data did not change.
 | `validate` | validate | Great Expectations suite; bad rows → `data/quarantine/`; `reports/validation.json` |
 | `build_features` | features | DuckDB user / item snapshots → `feature_repo/data/` |
 | `materialize` | materialize | Feast apply + online store (SQLite) |
-| `announce_features` | — | emits the Asset `{FEATURES_ASSET}` **only when the features changed**, else *skipped* (the reason is its log's WARNING line) |
+| `announce_features` | — | emits the Asset `{FEATURES_ASSET['name']}` **only when the features changed**, else *skipped* (the reason is its log's WARNING line) |
 
 The Asset schedules **`training_pipeline`**.
 

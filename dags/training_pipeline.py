@@ -24,7 +24,7 @@ ROOT = dag_root(__file__)
 DOC = f"""
 ### recflow · training pipeline
 
-Scheduled on the Asset `{FEATURES_ASSET}` (emitted by `feature_pipeline` when features change)
+Scheduled on the Asset `{FEATURES_ASSET['name']}` (emitted by `feature_pipeline` when features change)
 and triggerable by hand. Each task runs one **DVC stage** of `{ROOT}/dvc.yaml`.
 
 | task | stage | writes |

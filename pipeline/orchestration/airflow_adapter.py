@@ -28,10 +28,12 @@ from pipeline.stages import registry
 
 log = logging.getLogger("recflow.dags")
 
-#: the Asset the feature DAG emits and the training DAG is scheduled on. Only a name: Airflow
-#: then uses it as the URI too, so the UI (which lists names; a URI would show normalised, with
-#: a trailing "/") and the docs say the same string
-FEATURES_ASSET = "recflow_features"
+#: the Asset the feature DAG emits and the training DAG is scheduled on. The UI lists Assets by
+#: name, so the docs use the name too (never the URI). Neither part may change: (name, uri) is
+#: the Asset's identity in Airflow's DB, and a changed one conflicts with the Asset an existing
+#: airflow_home already has (announce_features then fails with
+#: AirflowInactiveAssetInInletOrOutletException until the scheduler orphans the old one).
+FEATURES_ASSET = {"name": "recflow_features", "uri": "recflow://features"}
 
 #: a reason line longer than this is broken at its list separators in the task log
 READABLE_LINE = 160
@@ -52,7 +54,7 @@ def features_asset():
     """The Asset object (one definition for both DAGs)."""
     from airflow.sdk import Asset
 
-    return Asset(name=FEATURES_ASSET)
+    return Asset(**FEATURES_ASSET)
 
 
 def dag_root(dag_file: str) -> Path:
@@ -177,7 +179,7 @@ def announce_task(root: Path):
                 if mode == "if_changed" else "announce=never: training not triggered")
         mark_announced(root, fp)
         log.info("features %s: emitting Asset %s", "changed" if changed else "announced (always)",
-                 FEATURES_ASSET)
+                 FEATURES_ASSET["name"])
         return {"fingerprint": fp, "changed": changed}
 
     return announce_features

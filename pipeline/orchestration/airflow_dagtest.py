@@ -57,6 +57,7 @@ def check(dags_folder: Path) -> dict:
                     for d, dag in bag.dags.items()},
         "tags": {d: sorted(dag.tags) for d, dag in bag.dags.items()},
         "has_doc": {d: bool(dag.doc_md) for d, dag in bag.dags.items()},
+        "doc_md": {d: dag.doc_md or "" for d, dag in bag.dags.items()},
     }
 
 
