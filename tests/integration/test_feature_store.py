@@ -18,7 +18,7 @@ from pipeline.data.synthetic import generate
 from pipeline.errors import DataError
 from pipeline.feature_store import planning, store, writer
 from pipeline.feature_store.reader import OnlineReader
-from pipeline.features import push, snapshots
+from pipeline.features import push, recent, snapshots
 from tests.conftest import ROOT, TINY
 from tests.helpers import online_users, online_users_sdk
 from tests.redis_server import redis_server
@@ -213,7 +213,7 @@ def test_pushed_events_show_up_online(proj, params):
     got = online_users(fs, [who, "brand-new-user"]).set_index(C.user)
     assert got.loc[who, "n_events"] == users.loc[who, "n_events"] + 3
     assert got.loc[who, "n_purchase_7d"] == 1
-    assert got.loc[who, "recent_items"].split(",")[:2] == ["i0000001", "i0000002"]
+    assert recent.decode(got.loc[who, "recent_items"])[:2] == ["i0000001", "i0000002"]
     assert got.loc["brand-new-user", "n_events"] == 1
     assert got.loc["brand-new-user", "mean_watch"] == pytest.approx(0.8)
 
