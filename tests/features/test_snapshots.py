@@ -9,12 +9,12 @@ import pytest
 
 from pipeline.columns import Columns as C
 from pipeline.columns import Feast
+from pipeline.columns import Features as F
 from pipeline.config import FeatureParams, load_params
 from pipeline.errors import DataError
-from pipeline.columns import Features as F
+from pipeline.features import snapshots as features
 from pipeline.features.recent import decode as decode_recent
 from pipeline.features.recent import encode as encode_recent
-from pipeline.features import snapshots as features
 
 ROOT = Path(__file__).resolve().parents[2]
 
