@@ -86,6 +86,7 @@ def _run(paths: Paths, online: str | None, *, force: bool, start: datetime | Non
         trusted = fps.trusted(view, schema_digest(sp), None if why else writer.read_token(fs, view),
                               check_token=why is None)
         trusted_all &= trusted
+        t0 = time.perf_counter()  # "seconds": selecting (compare) + writing, as before
         # Feast's materialize (the fallback) writes windows: it gets every newest row
         plan = fps.plan(sp, f, force=force or not trusted or why is not None, start=start,
                         end=end)
@@ -94,7 +95,6 @@ def _run(paths: Paths, online: str | None, *, force: bool, start: datetime | Non
             log.warning("%s: no rows in %s; the online store keeps this view as it was", view, f)
             continue
         token = None if windowed or why else uuid.uuid4().hex
-        t0 = time.perf_counter()
         try:
             if why is None:
                 done = writer.write_view(fs, view, plan.rows, plan.removed, token)
@@ -106,8 +106,8 @@ def _run(paths: Paths, online: str | None, *, force: bool, start: datetime | Non
         except BaseException:
             fps.discard(plan)
             raise
-        secs += time.perf_counter() - t0
         fps.commit(plan, token)
+        secs += time.perf_counter() - t0
         if plan.record is not None:
             records[view] = plan.record
         views.append({"view": view, "writer": used, "trusted": trusted,
