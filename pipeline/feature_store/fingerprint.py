@@ -101,8 +101,12 @@ class Fingerprints:
         self.sid = sid
         self.dir = paths.online_state / _slug(sid)
         self.file = self.dir / "state.json"
-        state = read_json(self.file) if self.file.exists() else {}
-        self.views: dict[str, dict] = state.get("views", {}) if state.get("store") == sid else {}
+        try:
+            state = read_json(self.file) if self.file.exists() else {}
+        except (OSError, ValueError):
+            state = {}  # unreadable: nothing is trusted, the next run writes every row
+        ok = isinstance(state, dict) and state.get("store") == sid
+        self.views: dict[str, dict] = state.get("views", {}) if ok else {}
 
     def path(self, view: str) -> Path:
         return self.dir / f"{view}.parquet"
