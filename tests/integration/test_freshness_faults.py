@@ -251,30 +251,23 @@ def test_an_item_id_with_a_comma_is_excluded_at_serving(base, params, tmp_path):
 # --- 5: a push or a backfill leaves DVC's pipeline up to date ---------------------------------
 
 def test_push_and_backfill_leave_training_up_to_date(built_project, tmp_path):
+    """Through the CLI on a project ``dvc repro`` built: a push, then a backfill. The pushed
+    row is still online, and neither made DVC call a stage stale (the online store and the
+    registry were outs/deps: training reran with no data change)."""
     root = clone_built(built_project, tmp_path / "p")
     p = Paths(root)
-    assert "up to date" in sh(["dvc", "status"], root).stdout
     who = sorted(pd.read_parquet(p.validated_events, columns=[C.user])[C.user].unique())[0]
     f = tmp_path / "fresh.csv"
     _fresh(who, ["i0000001", "i0000002"]).to_csv(f, index=False)
     sh(["recflow", "push-events", str(f)], root)
     fs = store.open_store(p)
     pushed = online_users(fs, [who])
-    stages = {"materialize", "train", "evaluate", "promote"}
-    status = json.loads(sh(["dvc", "status", "--json"], root).stdout)
-    assert not set(status) & stages, status
     out = sh(["recflow", "backfill"], root).stdout
     _assert_same(online_users(fs, [who]), pushed, _serving_cols(fs))
     status = json.loads(sh(["dvc", "status", "--json"], root).stdout)
-    assert not set(status) & stages, status
-    for word in ("new=", "changed=", "unchanged=", "removed=", "kept_newer=1"):
+    assert not set(status) & {"materialize", "train", "evaluate", "promote"}, status
+    for word in ("new=0", "changed=0", "unchanged=", "removed=0", "kept_newer=1"):
         assert word in out, out
-
-    out = sh(["recflow", "materialize"], root).stdout
-    assert "changed=0" in out and "removed=0" in out, out
-    _assert_same(online_users(fs, [who]), pushed, _serving_cols(fs))
-    status = json.loads(sh(["dvc", "status", "--json"], root).stdout)
-    assert not set(status) & {"train", "evaluate", "promote"}, status
 
 
 @pytest.mark.parametrize("proj", ["redis"], indirect=True)
