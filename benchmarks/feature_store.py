@@ -9,7 +9,9 @@
   in its own process; wall time and peak RSS.
 * materialize: the stage's first run (``pipeline.feature_store.planning``) vs a plain ``feast
   materialize START END`` CLI run over the same views, into SQLite and into a real Redis
-  (the CLI baseline only up to ``--plain-max-events``: at 10M it takes ~2-3 min per store).
+  (the CLI baseline only up to ``--plain-max-events``: at 10M it takes ~2-3 min per store);
+  then, on the same store, a rerun with nothing changed (the content comparison alone) and a
+  backfill of every row over the full store.
 * lookup: warm lookups of the whole serving feature service, 1 and 100 users, SQLite and
   Redis: the serving path (``pipeline.feature_store.reader``) vs the SDK's ``get_online_features`` of
   the same service (and of one feature), measured in the same process.
@@ -140,10 +142,16 @@ def bench_materialize(root: Path, redis_url: str | None, plain: bool = True) -> 
 from pathlib import Path
 from pipeline.config import Paths
 from pipeline.feature_store import planning as materialize
+paths = Paths(Path({str(ours)!r}))
 t = time.perf_counter()
-rep = materialize.materialize(Paths(Path({str(ours)!r})), {online!r})
+rep = materialize.materialize(paths, {online!r})
 out = {{'seconds': rep['seconds'], 'rows': rep['entity_rows'], 'stage_total_s': time.perf_counter() - t,
-        'writer': sorted({{w['writer'] for w in rep['windows']}})}}
+        'writer': sorted({{v['writer'] for v in rep['views']}})}}
+t = time.perf_counter()
+again = materialize.materialize(paths, {online!r})  # nothing changed: compare, write nothing
+out['rerun_unchanged_s'] = time.perf_counter() - t
+back = materialize.backfill(paths, online={online!r})  # every row again over a full store
+out['backfill_all_s'] = back['seconds']
 """)
         ours_row = {"what": f"recflow materialize (first run) → {kind}", **r}
         ours_row["writer"] = ",".join(ours_row["writer"])
@@ -163,9 +171,16 @@ from pipeline.feature_store import planning as materialize, store
 paths = Paths(Path({str(base)!r}))
 fs = store.open_store(paths, 'sqlite')
 store.apply(fs, paths.feature_repo)
-ws = materialize.plan(paths, {{}})
-out = {{'start': min(w.start for w in ws).isoformat(), 'end': max(w.end for w in ws).isoformat(),
-        'rows': sum(w.entities for w in ws)}}
+from pipeline.io import sql_path
+con = duckdb.connect()
+lo, hi, n = con.execute(
+    "SELECT min(t0), max(t1), sum(n) FROM ("
+    f"SELECT min(event_timestamp) t0, max(event_timestamp) t1, count(DISTINCT user_id) n "
+    f"FROM read_parquet({{sql_path(paths.user_features)}}) UNION ALL "
+    f"SELECT min(event_timestamp), max(event_timestamp), count(DISTINCT item_id) "
+    f"FROM read_parquet({{sql_path(paths.item_features)}}))").fetchall()[0]
+out = {{'start': lo.isoformat(), 'end': (hi + timedelta(microseconds=1)).isoformat(),
+        'rows': int(n)}}
 """)
         t = time.perf_counter()
         p = subprocess.run([str(Path(PY).parent / "feast"), "materialize", win["start"], win["end"]],

@@ -302,8 +302,14 @@ class Paths:
         return self.feature_data / "online_store.db"
 
     @property
-    def watermarks(self) -> Path:
+    def materialized(self) -> Path:
+        """The materialization record: what the online store was loaded with (a DVC out)."""
         return self.feature_data / "materialized.json"
+
+    @property
+    def online_state(self) -> Path:
+        """Per online store, the fingerprints of what materialization wrote there."""
+        return self.feature_data / "online_state"
 
     # ---- trainset (train → evaluate → promote) ------------------------------------------
     @property
@@ -370,6 +376,10 @@ class Paths:
     @property
     def materialize_report(self) -> Path:
         return self.reports / "materialize.json"
+
+    @property
+    def backfill_report(self) -> Path:
+        return self.reports / "backfill.json"
 
     @property
     def als_tuning(self) -> Path:

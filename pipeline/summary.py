@@ -34,7 +34,10 @@ def render(n_samples: int = 3) -> str:
         out.append(f"validation              : {r['accepted']:,} accepted, {r['quarantined']:,} quarantined")
     if "materialize" in results:
         r = results["materialize"]
-        out.append(f"features materialized   : {r['users']:,} users, {r['items']:,} items into the online store")
+        counts = ", ".join(f"{k.replace('_', ' ')} {r[k]:,}" for k in
+                           ("new", "changed", "unchanged", "removed", "kept_newer") if k in r)
+        out.append(f"features materialized   : {r['users']:,} users, {r['items']:,} items written "
+                   f"to the online store" + (f" ({counts})" if counts else ""))
     if "evaluate" in results:
         r = results["evaluate"]
         k = r["k"]

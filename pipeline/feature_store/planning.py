@@ -1,70 +1,44 @@
-"""Materialization planning: register the Feast objects, then load the online store incrementally.
+"""Materialization planning: register the Feast objects, then bring the online store to the
+newest offline row of every entity — keyed on content, not on a time watermark.
 
-Each feature view keeps a watermark per online store (``feature_repo/data/materialized.json``):
-the end of the last window written. A run materializes only ``(watermark, newest row]``; the
-first run (no watermark, or a SQLite file that is gone) writes an explicit window over all the
-rows that exist. ``materialize_incremental`` is never used: on a first run it starts at
-now − ttl and silently skips older rows. ``recflow backfill`` rewrites an explicit window.
+Per view and online store, :mod:`pipeline.feature_store.fingerprint` compares the newest offline
+row per entity with what materialization last wrote there: new and changed rows are written
+(whatever their timestamp: a rebuild with the same snapshot times is seen), unchanged ones are
+skipped, entities gone from the features are removed online. The writer never puts a row over a
+newer one (rows pushed since the snapshot survive). ``recflow backfill`` rewrites every row
+(or an explicit window's newest rows) under the same never-older rule.
 
-Windows are written by :mod:`pipeline.feature_store.writer` (the newest row per entity in
-``[start, end)``, in Feast's exact online layout, one SQLite transaction / a Redis undo log);
-a view or store it cannot reproduce exactly goes through Feast's own ``materialize``. A
-watermark moves only after its window was written.
+Rows are written by :mod:`pipeline.feature_store.writer` (Feast's exact online layout, one SQLite
+transaction / a Redis undo log); a view or store it cannot reproduce exactly goes through
+Feast's own ``materialize`` over every row, whenever anything changed (no removals there).
+``materialize_incremental`` is never used: on a first run it starts at now − ttl and silently
+skips older rows.
+
+Outputs: ``reports/materialize.json`` (``reports/backfill.json`` for a backfill) with the
+new / changed / unchanged / removed / kept-newer counts per view, and the materialization
+record ``feature_repo/data/materialized.json`` (the stage's DVC out; see ``fingerprint``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
-
-from pipeline.columns import Columns as C
 from pipeline.columns import Feast
 from pipeline.config import Paths
 from pipeline.errors import ConfigError, DataError
 from pipeline.feature_store import store, writer
-from pipeline.io import read_json, write_json
+from pipeline.feature_store.fingerprint import Fingerprints, Plan, schema_digest, write_record
+from pipeline.io import write_json
 
 log = logging.getLogger("recflow.materialize")
 #: view name → (feature file, join key)
 VIEWS = Feast.VIEWS
 _EPS = timedelta(microseconds=1)
-
-
-@dataclass(frozen=True)
-class Window:
-    view: str
-    start: datetime
-    end: datetime
-    entities: int  # distinct entities with a row in the window (what gets written)
-
-
-def _span(path: Path, key: str, start: datetime | None = None,
-          end: datetime | None = None) -> tuple[datetime | None, datetime | None, int]:
-    """(min ts, max ts, distinct keys) of the rows of ``path`` in [start, end)."""
-    where = []
-    if start is not None:
-        where.append(f"{C.ts} >= $s")
-    if end is not None:
-        where.append(f"{C.ts} < $e")
-    cond = f"WHERE {' AND '.join(where)}" if where else ""
-    args = {k: v for k, v in (("s", start), ("e", end)) if v is not None}
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        lo, hi, n = con.execute(
-            f"SELECT min({C.ts}), max({C.ts}), count(DISTINCT {key}) "
-            f"FROM read_parquet('{path}') {cond}", args).fetchall()[0]
-    except duckdb.Error as e:
-        raise DataError(f"{path}: cannot be read ({str(e).splitlines()[0]}). "
-                        "Run 'recflow features' again.") from None
-    finally:
-        con.close()
-    return lo, hi, int(n)
+COUNTS = ("new", "changed", "unchanged", "removed", "written", "kept_newer")
 
 
 def _files(paths: Paths) -> dict[str, Path]:
@@ -78,121 +52,108 @@ def _files(paths: Paths) -> dict[str, Path]:
 
 
 def load_watermarks(paths: Paths, sid: str) -> dict[str, datetime]:
-    f = paths.watermarks
-    if not f.exists():
-        return {}
+    """View → newest event time materialized into online store ``sid``; empty when nothing
+    is (or the SQLite file is gone). The push path checks the user view is there."""
     if sid == "sqlite" and not paths.online_db.exists():
-        return {}  # the online store is gone: everything must be written again
-    marks = read_json(f).get(sid, {})
-    return {v: datetime.fromisoformat(t) for v, t in marks.items()}
+        return {}
+    return Fingerprints(paths, sid).newest()
 
 
-def save_watermarks(paths: Paths, sid: str, marks: dict[str, datetime]) -> None:
-    f = paths.watermarks
-    data = read_json(f) if f.exists() else {}
-    data[sid] = {v: t.isoformat() for v, t in sorted(marks.items())}
-    write_json(f, data)
+def _feast_write(fs, plan: Plan, force: bool) -> writer.Written:
+    """Feast's own materialize over the window of the plan's rows (every newest row, or a
+    backfill's window), when something changed or a backfill asks."""
+    ts = plan.rows.column(writer.spec(fs, plan.view).ts_field).to_pylist()
+    if not ts or not (force or plan.new or plan.changed):
+        return writer.Written(0, 0, 0)
+    store.materialize(fs, min(ts), max(ts) + _EPS, [plan.view])
+    return writer.Written(len(ts), 0, 0)
 
 
-def plan(paths: Paths, marks: dict[str, datetime]) -> list[Window]:
-    """The windows still to write: (watermark, newest row] per view; all rows on a first run."""
-    out = []
-    for view, f in _files(paths).items():
-        key = VIEWS[view][1]
-        lo, hi, _ = _span(f, key)
-        if hi is None:
-            continue
-        end = hi + _EPS  # Feast's window is [start, end): include the newest row
-        start = marks.get(view) or lo
-        if start >= end:
-            continue
-        n = _span(f, key, start, end)[2]
-        out.append(Window(view, start, end, n))
-    return out
-
-
-def _write(fs, windows: list[Window]) -> tuple[float, dict[str, str]]:
-    """Write each window with the batched writer (Feast's own materialize where it cannot);
-    returns the seconds and which writer each view used."""
-    t0 = time.perf_counter()
-    used = {}
-    for w in windows:
-        why = writer.unsupported(fs, w.view)
-        if why is None:
-            writer.write_view(fs, w.view, w.start, w.end)
-            used[w.view] = "recflow"
-        else:
-            log.info("materialize %s through Feast: %s", w.view, why)
-            store.materialize(fs, w.start, w.end, [w.view])
-            used[w.view] = f"feast ({why})"
-    return time.perf_counter() - t0, used
-
-
-def _report(paths: Paths, fs, mode: str, names: list[str], windows: list[Window],
-            secs: float, used: dict[str, str]) -> dict:
-    rows = sum(w.entities for w in windows)
-    report = {
-        "mode": mode,
-        "online_store": store.store_id(fs),
-        "objects": names,
-        "windows": [{"view": w.view, "start": w.start.isoformat(), "end": w.end.isoformat(),
-                     "entity_rows": w.entities, "writer": used.get(w.view)} for w in windows],
-        "entity_rows": rows,
-        "seconds": round(secs, 3),
-        "entity_rows_per_second": round(rows / secs, 1) if secs and rows else None,
-    }
-    write_json(paths.materialize_report, report)
-    return report
-
-
-def _open(paths: Paths, online: str | None):
-    """(feature files, store, store id, applied object names, watermarks) for a write."""
+def _run(paths: Paths, online: str | None, *, force: bool, start: datetime | None = None,
+         end: datetime | None = None) -> dict:
+    """Plan and write every view; returns the report (not yet saved)."""
     files = _files(paths)
     fs = store.open_store(paths, online)
     sid = store.store_id(fs)
     writer.create_sqlite(fs)  # before apply: apply creates the file otherwise
     names = store.apply(fs, paths.feature_repo)
-    return files, fs, sid, names, load_watermarks(paths, sid)
+    fps = Fingerprints(paths, sid)
+    windowed = start is not None or end is not None
+    views, records, trusted_all, secs = [], {}, True, 0.0
+    for view, f in files.items():
+        sp = writer.spec(fs, view)
+        why = writer.unsupported(fs, view)
+        trusted = fps.trusted(view, schema_digest(sp), None if why else writer.read_token(fs, view),
+                              check_token=why is None)
+        trusted_all &= trusted
+        t0 = time.perf_counter()  # "seconds": selecting (compare) + writing, as before
+        # Feast's materialize (the fallback) writes windows: it gets every newest row
+        plan = fps.plan(sp, f, force=force or not trusted or why is not None, start=start,
+                        end=end)
+        if plan.entities == 0 and not windowed:
+            fps.discard(plan)
+            log.warning("%s: no rows in %s; the online store keeps this view as it was", view, f)
+            continue
+        token = None if windowed or why else uuid.uuid4().hex
+        try:
+            if why is None:
+                done = writer.write_view(fs, view, plan.rows, plan.removed, token)
+                used = "recflow"
+            else:
+                log.info("materialize %s through Feast: %s", view, why)
+                done = _feast_write(fs, plan, force)
+                used = f"feast ({why})"
+        except BaseException:
+            fps.discard(plan)
+            raise
+        fps.commit(plan, token)
+        secs += time.perf_counter() - t0
+        if plan.record is not None:
+            records[view] = plan.record
+        views.append({"view": view, "writer": used, "trusted": trusted,
+                      "entity_rows": plan.entities, "new": plan.new, "changed": plan.changed,
+                      "unchanged": plan.unchanged, "removed": done.removed,
+                      "written": done.written, "kept_newer": done.kept_newer,
+                      **({"start": start.isoformat() if start else None,
+                          "end": end.isoformat() if end else None} if windowed else {})})
+    totals = {k: sum(v[k] for v in views) for k in COUNTS}
+    report = {"mode": "backfill" if force else "incremental" if trusted_all else "first",
+              "online_store": sid, "objects": names, "views": views, **totals,
+              "entity_rows": totals["written"], "seconds": round(secs, 3),
+              "entity_rows_per_second": (round(totals["written"] / secs, 1)
+                                         if secs and totals["written"] else None)}
+    return {"report": report, "records": records}
 
 
 def materialize(paths: Paths, online: str | None = None) -> dict:
-    """Incremental materialization (the stage): only windows after each view's watermark."""
-    files, fs, sid, names, marks = _open(paths, online)
-    mode = "incremental" if all(v in marks for v in files) else "first"
-    windows = plan(paths, marks)
-    secs, used = _write(fs, windows)
-    save_watermarks(paths, sid, {**marks, **{w.view: w.end for w in windows}})
-    return _report(paths, fs, mode, names, windows, secs, used)
+    """The stage: write what changed since the last run into the online store (everything on a
+    first run or when the store is not the one the fingerprint describes); remove entities
+    gone from the features. Writes ``reports/materialize.json`` and the record."""
+    out = _run(paths, online, force=False)
+    write_record(paths, out["records"])
+    write_json(paths.materialize_report, out["report"])
+    return out["report"]
 
 
 def backfill(paths: Paths, start: datetime | None = None, end: datetime | None = None,
              online: str | None = None) -> dict:
-    """Rewrite an explicit window [start, end) (default: every row) of every view."""
+    """Rewrite every row (default), or the newest row per entity in ``[start, end)``, whatever
+    the fingerprint says — never over a newer online row. Without a window it also removes
+    entities gone from the features. Writes ``reports/backfill.json``; the stage's report,
+    the record and so DVC's view of the pipeline are left as they were."""
     if start and end and start >= end:
         raise ConfigError(f"--start {start.isoformat()} must be before --end {end.isoformat()}.")
-    files, fs, sid, names, marks = _open(paths, online)
-    windows = []
-    for view, f in files.items():
-        key = VIEWS[view][1]
-        lo, hi, _ = _span(f, key)
-        if hi is None:
-            continue
-        s, e = start or lo, end or hi + _EPS
-        n = _span(f, key, s, e)[2]
-        if n:
-            windows.append(Window(view, s, e, n))
-    secs, used = _write(fs, windows)
-    # a backfill only moves a watermark forward (an old window does not undo newer writes)
-    for w in windows:
-        marks[w.view] = max(marks.get(w.view, w.end), w.end)
-    save_watermarks(paths, sid, marks)
-    return _report(paths, fs, "backfill", names, windows, secs, used)
+    report = _run(paths, online, force=True, start=start, end=end)["report"]
+    write_json(paths.backfill_report, report)
+    return report
 
 
 def summary(report: dict) -> dict:
-    """What the run wrote: users / items are the entity rows written this time."""
-    per = {v: sum(w["entity_rows"] for w in report["windows"] if w["view"] == v) for v in VIEWS}
+    """The stage's line: entities new / changed / unchanged / removed / kept because the online
+    row is newer, and users / items written this time."""
+    per = {v: sum(w["written"] for w in report["views"] if w["view"] == v) for v in VIEWS}
     return {"mode": report["mode"], "online": report["online_store"],
+            **{k: report[k] for k in COUNTS if k != "written"},
             "users": per[Feast.user_view], "items": per[Feast.item_view],
             "seconds": report["seconds"]}
 

@@ -81,7 +81,7 @@ def open_store(paths: Paths, online: str | None = None) -> FeatureStore:
 
 
 def store_id(fs: FeatureStore) -> str:
-    """Which online store ``fs`` writes to (keys the materialization watermarks)."""
+    """Which online store ``fs`` writes to (keys the materialization fingerprints)."""
     kind = store_kind(fs)
     return f"redis:{fs.config.online_store.connection_string}" if kind == "redis" else kind
 

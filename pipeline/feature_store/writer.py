@@ -3,18 +3,27 @@
 Feast's materialization turns every value into a ``ValueProto`` object and, on SQLite, runs one
 ``execute`` per entity × feature (~500 entity rows/s here). This module writes the same bytes:
 
-* rows: DuckDB reads the view's parquet source and keeps the newest row per entity in
-  ``[start, end)`` (``pull_latest_features`` semantics; ties broken by the created timestamp);
+* rows: the caller passes the rows to write, the newest per entity
+  (:mod:`pipeline.feature_store.fingerprint` selects them by content);
 * values: doubles / floats are encoded with numpy (tag byte + IEEE bytes), strings by hand,
   every other scalar type by passing each column's *distinct* values through Feast's own
   ``python_values_to_proto_values`` and mapping them back. Nulls (and NaN, as in Feast) become
   the empty ``ValueProto`` (``b""``), ``value_text`` NULL;
 * entity keys: ``serialize_entity_key`` version 3 (hand-built for one string join key);
 * SQLite: Feast's upsert SQL into the table ``apply`` created, sorted by primary key, ``executemany``
-  in ONE transaction: a failure rolls back and leaves the previous online rows;
+  in ONE transaction with the removals and the store's token: a failure rolls back and leaves
+  the previous online rows;
 * Redis: per entity one ``HSET`` (``_ts:<view>`` + mmh3 field names), pipelined as raw RESP in
-  chunks. Like Feast, an entity whose stored timestamp is as new or newer is skipped. The
-  fields' previous values are read first, so a failure mid-write restores them (an undo log).
+  chunks. The fields' previous values are read first, so a failure mid-write restores them
+  (an undo log).
+
+**Never older over newer**, on both stores: a row is not written when the stored one has a
+newer event timestamp (a row pushed since the snapshot), and a removal deletes a row only when
+it is not newer than the one materialization wrote. Feast's SQLite store replaces rows whatever
+their timestamp, so a backfill erased pushed values; its Redis store skips rows *as new or
+newer*, which would also skip a changed row at the same snapshot time — here an equal time is
+written (the content changed). SQLite keeps Feast's ``event_ts`` in whole epoch seconds, so
+"newer" there means a later second.
 
 Anything this writer does not reproduce exactly (other stores, vector / value_num columns,
 field mappings, remote sources, Redis cluster/sentinel, key TTLs) goes through Feast's own
@@ -30,7 +39,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 
 from pipeline.errors import DataError
@@ -45,6 +53,19 @@ CHUNK = 20_000
 #: 8 KB pages make the 10M-event first write ~25% faster than SQLite's 4 KB default
 SQLITE_PAGE_SIZE = 8192
 _EPOCH = datetime(1970, 1, 1)
+#: the SQLite table (in the online store file) and the Redis hash (per project) holding each
+#: view's materialization token (see :mod:`pipeline.feature_store.fingerprint`)
+TOKEN_TABLE = "__recflow_materialized"
+TOKEN_KEY = b"__recflow_materialized:"
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one view's write did, in entities."""
+
+    written: int  # rows (re)written
+    kept_newer: int  # rows left as they were: the stored row is newer
+    removed: int  # entities deleted
 
 
 @dataclass(frozen=True)
@@ -100,30 +121,6 @@ def spec(fs: FeatureStore, view: str) -> Spec:
     return Spec(fv, path, key.name, key.dtype.to_value_type(),
                 [(f.name, f.dtype.to_value_type()) for f in fv.features],
                 src.timestamp_field, src.created_timestamp_column or None)
-
-
-def latest_rows(sp: Spec, start: datetime, end: datetime):
-    """The newest row per entity with ``start <= ts < end`` (a pyarrow Table)."""
-    cols = [sp.join_key, *(n for n, _ in sp.features), sp.ts_field]
-    order = f'"{sp.ts_field}" DESC'
-    if sp.created_field:
-        cols.append(sp.created_field)
-        order += f', "{sp.created_field}" DESC'
-    sel = ", ".join(f'"{c}"' for c in cols)
-    src = str(sp.path).replace("'", "''")
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        return con.sql(
-            f"SELECT {sel} FROM read_parquet('{src}') "
-            f'WHERE "{sp.ts_field}" >= $s AND "{sp.ts_field}" < $e '
-            f'QUALIFY row_number() OVER (PARTITION BY "{sp.join_key}" ORDER BY {order}) = 1',
-            params={"s": start, "e": end}).to_arrow_table()
-    except duckdb.Error as e:
-        raise DataError(f"{sp.path}: cannot be read ({str(e).splitlines()[0]}). "
-                        "Run 'recflow features' again.") from None
-    finally:
-        con.close()
 
 
 # --- rows → encoded batches -----------------------------------------------------------------
@@ -202,8 +199,10 @@ def _sqlite_sql(table: str, names: list[str]) -> str:
     rows = ", ".join("(?1, '{}', ?{}, ?{}, ?2, ?3)".format(names[j].replace("'", "''"),
                                                            4 + 2 * i, 5 + 2 * i)
                      for i, j in enumerate(_feature_order(names)))
+    # never older over newer: a stored row with a later event_ts (pushed since) stays
     return (f"INSERT INTO {_quote_id(table)} ({', '.join(cols)}) VALUES {rows} "
-            f"ON CONFLICT(entity_key, feature_name) DO UPDATE SET {update};")
+            f"ON CONFLICT(entity_key, feature_name) DO UPDATE SET {update} "
+            f"WHERE excluded.event_ts >= {_quote_id(table)}.event_ts;")
 
 
 def _sqlite_params(batch: Batch, adapt: Callable[[datetime], Any]) -> Iterator[tuple]:
@@ -238,19 +237,47 @@ def create_sqlite(fs: FeatureStore) -> None:
         con.close()
 
 
-def write_sqlite(fs: FeatureStore, sp: Spec, batches: Iterator[Batch], entities: int) -> int:
-    """All chunks in one transaction; any failure rolls back to the previous online rows.
+def _sqlite_table(fs: FeatureStore, sp: Spec) -> str:
+    from feast.infra.online_stores.sqlite import _table_id
+
+    return _table_id(fs.config.project, sp.view,
+                     fs.config.registry.enable_online_feature_view_versioning)
+
+
+def _sqlite_remove(con: sqlite3.Connection, table: str, keys: list[bytes], ts: list[Any]
+                   ) -> tuple[int, int]:
+    """Delete each entity's rows unless they are newer than ``ts``; (removed, kept newer)."""
+    from feast.infra.online_stores.sqlite import _quote_id
+
+    t = _quote_id(table)
+    removed = kept = 0
+    for key, stamp in zip(keys, ts, strict=True):
+        before = con.total_changes
+        con.execute(f"DELETE FROM {t} WHERE entity_key = ? AND event_ts <= ?", (key, stamp))
+        if con.total_changes > before:
+            removed += 1
+        elif con.execute(f"SELECT 1 FROM {t} WHERE entity_key = ? LIMIT 1", (key,)).fetchone():
+            kept += 1
+    return removed, kept
+
+
+def write_sqlite(fs: FeatureStore, sp: Spec, batches: Iterator[Batch], entities: int,
+                 removed: tuple[list[bytes], list[datetime]] = ([], []),
+                 token: str | None = None) -> Written:
+    """All chunks, the removals and the token in one transaction; any failure rolls back to
+    the previous online rows.
 
     Feast's secondary index ``<table>_ek`` duplicates the primary key's prefix; when the write
     is at least as large as the table (a first run, a full backfill) it is dropped and rebuilt
     in the same transaction (one sort instead of an index insert per row), so a rollback
-    restores it too.
+    restores it too. Rows kept because the stored one is newer are counted from SQLite's
+    change counter (an upsert whose ``WHERE`` fails changes nothing).
     """
-    from feast.infra.online_stores.sqlite import SqliteOnlineStore, _quote_id, _table_id
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore, _quote_id
 
     db = SqliteOnlineStore._get_db_path(fs.config)
-    table = _table_id(fs.config.project, sp.view,
-                      fs.config.registry.enable_online_feature_view_versioning)
+    table = _sqlite_table(fs, sp)
+    n_feat = len(sp.features)
     sql = _sqlite_sql(table, [n for n, _ in sp.features])
     # the adapter Feast's sqlite module registers for datetime (epoch seconds of a naive value)
     adapt = sqlite3.adapters[(datetime, sqlite3.PrepareProtocol)]
@@ -267,14 +294,24 @@ def write_sqlite(fs: FeatureStore, sp: Spec, batches: Iterator[Batch], entities:
             index = con.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
                                 (f"{table}_ek",)).fetchone()
             size = con.execute(f"SELECT max(rowid) FROM {_quote_id(table)}").fetchone()[0] or 0
-            rebuild = index is not None and entities * len(sp.features) >= size
+            rebuild = index is not None and entities * n_feat >= size
             if rebuild:
                 con.execute(f"DROP INDEX {_quote_id(table + '_ek')}")
+            before = con.total_changes
             for batch in batches:
                 con.executemany(sql, _sqlite_params(batch, adapt))
                 n += len(batch)
+            rows_changed = con.total_changes - before
+            gone, kept_gone = _sqlite_remove(con, table, removed[0],
+                                             [adapt(t) for t in removed[1]])
             if rebuild:
                 con.execute(index[0])
+            if token is not None:
+                con.execute(f"CREATE TABLE IF NOT EXISTS {_quote_id(TOKEN_TABLE)} "
+                            "(view TEXT PRIMARY KEY, token TEXT NOT NULL)")
+                con.execute(f"INSERT INTO {_quote_id(TOKEN_TABLE)} VALUES (?, ?) "
+                            "ON CONFLICT(view) DO UPDATE SET token = excluded.token",
+                            (sp.view.name, token))
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -284,7 +321,26 @@ def write_sqlite(fs: FeatureStore, sp: Spec, batches: Iterator[Batch], entities:
                         "Run 'recflow materialize' again.") from None
     finally:
         con.close()
-    return n
+    kept = n - rows_changed // max(1, n_feat)
+    return Written(n - kept, kept + kept_gone, gone)
+
+
+def _sqlite_token(fs: FeatureStore, sp: Spec) -> str | None:
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore, _quote_id
+
+    db = Path(SqliteOnlineStore._get_db_path(fs.config))
+    if not db.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = con.execute(f"SELECT token FROM {_quote_id(TOKEN_TABLE)} WHERE view = ?",
+                              (sp.view.name,)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None  # no token table: a store this writer has not fully written
+    return row[0] if row else None
 
 
 # --- Redis ----------------------------------------------------------------------------------
@@ -352,19 +408,50 @@ def _undo(client, undo: list[tuple[bytes, list[bytes], list[bytes | None]]]) -> 
         client.connection_pool.release(conn)
 
 
-def write_redis(fs: FeatureStore, sp: Spec, batches: Iterator[Batch]) -> int:
-    """HSET per entity, skipping entities Redis holds as new or newer (as Feast does)."""
-    from feast.infra.online_stores.helpers import _mmh3
-    from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
+def _redis_client(fs: FeatureStore):
+    from feast.infra.online_stores.redis import RedisOnlineStore
 
-    client = RedisOnlineStore()._get_client(fs.config.online_store)
+    return RedisOnlineStore()._get_client(fs.config.online_store)
+
+
+def _redis_remove(conn, keys: list[bytes], fields: list[bytes], nanos: list[int],
+                  undo: list) -> tuple[int, int]:
+    """HDEL the view's fields of each entity unless its stored time is newer; (removed, kept)."""
+    removed = kept = 0
+    for lo in range(0, len(keys), CHUNK):
+        part = keys[lo:lo + CHUNK]
+        prev = _roundtrip(conn, [_resp([b"HMGET", k, *fields]) for k in part])
+        cmds = []
+        for key, old, limit in zip(part, prev, nanos[lo:lo + CHUNK], strict=True):
+            if not old[0]:
+                continue  # nothing stored for this view
+            if _nanos(old[0]) > limit:
+                kept += 1  # pushed since: newer than what materialization wrote
+                continue
+            cmds.append(_resp([b"HDEL", key, *fields]))
+            undo.append((key, fields, old))
+        _send_chunk(conn, cmds)
+        removed += len(cmds)
+    return removed, kept
+
+
+def write_redis(fs: FeatureStore, sp: Spec, batches: Iterator[Batch],
+                removed: tuple[list[bytes], list[datetime]] = ([], []),
+                token: str | None = None) -> Written:
+    """HSET per entity, skipping entities Redis holds with a newer timestamp; then the
+    removals; then the token. A failure anywhere puts back every field written before it."""
+    from feast.infra.online_stores.helpers import _mmh3
+    from feast.infra.online_stores.redis import _versioned_fv_name
+
+    client = _redis_client(fs)
     view = _versioned_fv_name(sp.view, fs.config)
     ts_field = f"_ts:{view}".encode()
     project = fs.config.project.encode("utf8")
+    all_fields = [ts_field, *(_mmh3(f"{view}:{name}") for name, _ in sp.features)]
     undo: list[tuple[bytes, list[bytes], list[bytes | None]]] = []
     stamps: dict[datetime, tuple[bytes, int]] = {}  # ts → (RESP "_ts field, value", nanos)
     ts_cache: dict[bytes, int] = {}
-    n = 0
+    n = kept = 0
     conn = client.connection_pool.get_connection()
     try:
         for batch in batches:
@@ -392,12 +479,18 @@ def write_redis(fs: FeatureStore, sp: Spec, batches: Iterator[Batch]) -> int:
                     seen = ts_cache.get(old[0])
                     if seen is None:
                         seen = ts_cache[old[0]] = _nanos(old[0])
-                    if nanos <= seen:
-                        continue  # Feast's writer skips rows not newer than what is stored
+                    if nanos < seen:
+                        kept += 1
+                        continue  # never older over newer (an equal time is a content change)
                 cmds.append(b"".join((set_head, kbulk[i], ts_bulk, *parts)))
                 undo.append((keys[i], fields, old))
             _send_chunk(conn, cmds)
             n += len(cmds)
+        gone, kept_gone = _redis_remove(conn, [k + project for k in removed[0]], all_fields,
+                                        [_redis_ts(t)[1] for t in removed[1]], undo)
+        if token is not None:
+            _send_chunk(conn, [_resp([b"HSET", TOKEN_KEY + project, sp.view.name.encode(),
+                                      token.encode()])])
     except BaseException:
         conn.disconnect()  # unread replies may be pending: never reuse this connection
         client.connection_pool.release(conn)
@@ -412,7 +505,12 @@ def write_redis(fs: FeatureStore, sp: Spec, batches: Iterator[Batch]) -> int:
     finally:
         if conn is not None:
             client.connection_pool.release(conn)
-    return n
+    return Written(n, kept + kept_gone, gone)
+
+
+def _redis_token(fs: FeatureStore, sp: Spec) -> str | None:
+    raw = _redis_client(fs).hget(TOKEN_KEY + fs.config.project.encode("utf8"), sp.view.name)
+    return raw.decode() if raw else None
 
 
 # --- entry ----------------------------------------------------------------------------------
@@ -432,18 +530,35 @@ def _prefetch(it: Iterator[Batch]) -> Iterator[Batch]:
             yield batch
 
 
-def write_view(fs: FeatureStore, view: str, start: datetime, end: datetime) -> int:
-    """Materialize ``view`` for ``[start, end)``; returns the entity rows written.
+def read_token(fs: FeatureStore, view: str) -> str | None:
+    """The materialization token ``view``'s last full write left in the store (None: none)."""
+    sp = spec(fs, view)
+    return _redis_token(fs, sp) if store_kind(fs) == "redis" else _sqlite_token(fs, sp)
 
-    The caller checks :func:`unsupported` first. Records the interval in the registry, as
-    Feast's ``materialize`` does, once the write succeeded.
+
+def write_view(fs: FeatureStore, view: str, rows, removed=None, token: str | None = None
+               ) -> Written:
+    """Write ``rows`` (a pyarrow Table: join key, the view's features, its timestamp
+    [, created]; one row per entity) of ``view``, delete the ``removed`` entities (a Table of
+    join key and the event timestamp materialization wrote for them), then store ``token``
+    — all or nothing. Never older over newer (see the module doc).
+
+    The caller checks :func:`unsupported` first. Records the written interval in the registry,
+    as Feast's ``materialize`` does, once the write succeeded.
     """
     sp = spec(fs, view)
-    table = latest_rows(sp, start, end)
-    if table.num_rows == 0:
-        return 0
-    batches = _prefetch(encode(sp, table))
-    n = (write_redis(fs, sp, batches) if store_kind(fs) == "redis"
-         else write_sqlite(fs, sp, batches, table.num_rows))
-    fs.registry.apply_materialization(sp.view, fs.project, start, end)
-    return n
+    gone: tuple[list[bytes], list[datetime]] = ([], [])
+    if removed is not None and removed.num_rows:
+        gone = (encode_keys(removed.column(sp.join_key).to_numpy(zero_copy_only=False),
+                            sp.join_key, sp.key_type), _naive_utc(_micros(removed, sp.ts_field)))
+    if rows.num_rows == 0 and not gone[0] and token is None:
+        return Written(0, 0, 0)
+    batches = _prefetch(encode(sp, rows)) if rows.num_rows else iter(())
+    out = (write_redis(fs, sp, batches, gone, token) if store_kind(fs) == "redis"
+           else write_sqlite(fs, sp, batches, rows.num_rows, gone, token))
+    if rows.num_rows:
+        ts = _micros(rows, sp.ts_field)
+        start, end = _naive_utc(np.array([ts.min(), ts.max() + 1]))
+        fs.registry.apply_materialization(sp.view, fs.project, start.replace(tzinfo=UTC),
+                                          end.replace(tzinfo=UTC))
+    return out

@@ -27,6 +27,7 @@ from pipeline.columns import Feast
 from pipeline.columns import Features as F
 from pipeline.config import EVENTS_FILE, ITEMS_FILE, Params
 from pipeline.errors import DataError
+from pipeline.features import recent
 
 
 def _ident(name: str) -> str:
@@ -165,7 +166,8 @@ def user_features_sql(events: str, params: Params, times: Sequence[datetime], pa
                       wide_key: bool) -> str:
     """Per (user, as_of in ``times``): counts by type over each window and all time, distinct
     items, purchase rate (purchases / views), mean watch fraction of plays, recency in days,
-    the shares of the top-N categories and the most recent items (comma-separated).
+    the shares of the top-N categories and the most recent items (a JSON array,
+    :mod:`pipeline.features.recent`).
 
     One pass serves every snapshot (an event counts for each snapshot it precedes). Top
     categories (count DESC, category ASC, NULL last) and recent items (last time DESC, item
@@ -220,8 +222,7 @@ def user_features_sql(events: str, params: Params, times: Sequence[datetime], pa
         cols += [(f"{F.top_category}{sfx}", f"top__{{k}}[{i}].c"),
                  (f"{F.top_category}{sfx}_share",
                   f"coalesce(top__{{k}}[{i}].n, 0)::DOUBLE / n_events__{{k}}")]
-    cols.append((F.recent_items, "coalesce(array_to_string(recent__{k}, ','), '')"
-                 if n_recent else "''"))
+    cols.append((F.recent_items, recent.sql("recent__{k}") if n_recent else "'[]'"))
     ev = _scan(events, snaps, f"{C.user}, {C.event}, {C.value}")
     return f"""
     WITH g AS (SELECT {C.user}, {C.event}, {bk.expr()} AS b, count(*) AS n, sum({C.value}) AS sv,

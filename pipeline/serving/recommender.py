@@ -15,6 +15,7 @@ from pipeline.config import Params, Paths
 from pipeline.errors import RecflowError
 from pipeline.feature_store import store
 from pipeline.feature_store.reader import OnlineReader
+from pipeline.features import recent
 from pipeline.models.artifact import load_model
 from pipeline.models.base import RecommenderBase
 from pipeline.models.ranking import exclusion_cells, top_k_indices
@@ -82,9 +83,9 @@ class Recommender:
         exclude: dict[str, set[str]] = {}
         if feats is not None:
             tokens = user_tokens(feats, self.params.model.user_features)
-            for u, recent in zip(feats[C.user], feats.get(F.recent_items) or [], strict=False):
-                if recent:
-                    exclude[u] = set(str(recent).split(","))
+            for u, seen in zip(feats[C.user], feats.get(F.recent_items) or [], strict=False):
+                if seen:
+                    exclude[u] = set(recent.decode(seen))
         idx, sc = top_k_indices(model.scores(users, tokens), k,
                                 exclusion_cells(users, model.item_index, exclude))
         t2 = time.perf_counter()

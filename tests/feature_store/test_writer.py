@@ -66,3 +66,22 @@ def test_sqlite_statement_writes_features_in_primary_key_order():
         (b"b", "it's", b"4", "4", 7, None), (b"b", "z", b"", None, 7, None)]
     con.executemany(sql, writer._sqlite_params(b, lambda t: 8))  # upsert, no duplicates
     assert con.execute("SELECT count(*), min(event_ts) FROM t").fetchone() == (4, 8)
+
+
+def test_sqlite_upsert_never_puts_an_older_row_over_a_newer_one():
+    """A stored row with a later event_ts (pushed since) stays; the same time is rewritten
+    (a content change at the same snapshot)."""
+    import sqlite3
+
+    b = writer.Batch(keys=[b"a"], names=["z"], values=[[b"new"]], texts=[["new"]],
+                     ts=[writer._EPOCH], created=[None])
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE t (entity_key BLOB, feature_name TEXT, value BLOB, value_text TEXT,"
+                " vector_value BLOB, event_ts timestamp, created_ts timestamp,"
+                " PRIMARY KEY(entity_key, feature_name))")
+    con.execute("INSERT INTO t VALUES (?, 'z', ?, 'pushed', NULL, 9, NULL)", (b"a", b"pushed"))
+    sql = writer._sqlite_sql("t", b.names)
+    con.executemany(sql, writer._sqlite_params(b, lambda t: 8))
+    assert con.execute("SELECT value_text, event_ts FROM t").fetchall() == [("pushed", 9)]
+    con.executemany(sql, writer._sqlite_params(b, lambda t: 9))
+    assert con.execute("SELECT value_text, event_ts FROM t").fetchall() == [("new", 9)]

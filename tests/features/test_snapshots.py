@@ -9,9 +9,12 @@ import pytest
 
 from pipeline.columns import Columns as C
 from pipeline.columns import Feast
+from pipeline.columns import Features as F
 from pipeline.config import FeatureParams, load_params
 from pipeline.errors import DataError
 from pipeline.features import snapshots as features
+from pipeline.features.recent import decode as decode_recent
+from pipeline.features.recent import encode as encode_recent
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,7 +97,8 @@ def test_user_features_at_end(built):
     assert (u1.top_category, u1.top_category_share) == ("A", pytest.approx(4 / 6))
     assert (u1.top_category_2, u1.top_category_2_share) == ("B", pytest.approx(2 / 6))
     assert u1.top_category_3 is None and u1.top_category_3_share == 0.0
-    assert u1.recent_items == "i3,i2,i1"
+    assert decode_recent(u1.recent_items) == ["i3", "i2", "i1"]
+    assert u1.recent_items == '["i3","i2","i1"]'
 
     u2 = _row(built[0], C.user, "u2", END)
     assert (u2.n_events, u2.n_events_7d, u2.n_click_7d, u2.n_view_7d) == (2, 1, 1, 0)
@@ -107,7 +111,7 @@ def test_user_features_at_cutoff_use_only_earlier_events(built):
     assert (u1.n_events, u1.n_view, u1.n_events_7d, u1.n_events_30d) == (2, 2, 0, 1)
     assert u1.n_purchase == 0 and u1.n_play == 0
     assert u1.recency_days == pytest.approx(13.0, abs=1e-4)
-    assert u1.recent_items == "i1"
+    assert u1.recent_items == '["i1"]'
     u2 = _row(built[0], C.user, "u2", CUT)
     assert (u2.n_events, u2.n_click) == (1, 0)
 
@@ -194,7 +198,7 @@ def _reference(ev: pd.DataFrame, cats: dict, params, at: pd.Timestamp) -> pd.Dat
         last = g.groupby(C.item)[C.ts].max().reset_index()
         last = last.sort_values([C.ts, C.item], ascending=[False, True])
         r["n_items"] = len(last)
-        r["recent_items"] = ",".join(last[C.item].head(f.recent_items))
+        r["recent_items"] = encode_recent(last[C.item].head(f.recent_items).tolist())
         cat = g[C.item].map(cats).value_counts(dropna=False).rename("n").reset_index()
         cat.columns = ["c", "n"]
         cat["null"] = cat["c"].isna()
@@ -217,15 +221,16 @@ def test_random_events_match_a_pandas_reference(tmp_path, params, recent, top):
 
     rng = np.random.default_rng(7)
     n = 600
+    ids = [f"i{i:02d}" + (',x"é' if i % 7 == 0 else "") for i in range(25)]  # ids with commas
     ev = pd.DataFrame({
         C.user: rng.choice([f"u{i}" for i in range(12)], n),
-        C.item: rng.choice([f"i{i:02d}" for i in range(25)], n),
+        C.item: rng.choice(ids, n),
         C.event: rng.choice(list(params.event_types), n),
         C.ts: T0 - pd.to_timedelta(rng.integers(0, 45, n), unit="D"),
         C.value: rng.random(n),
     })
     ev.loc[0, C.ts] = T0
-    cats = {f"i{i:02d}": "AB"[i % 2] for i in range(20)}  # i20..i24: no category
+    cats = {ids[i]: "AB"[i % 2] for i in range(20)}  # i20..i24: no category
     d = tmp_path / "validated"
     d.mkdir()
     ev.to_parquet(d / "events.parquet", index=False)
@@ -238,6 +243,8 @@ def test_random_events_match_a_pandas_reference(tmp_path, params, recent, top):
         want = _reference(ev, cats, p, at)
         got = users[users[C.ts] == at][list(want.columns)].reset_index(drop=True)
         pd.testing.assert_frame_equal(got, want, check_dtype=False)
+        if recent:
+            assert any(',x"é' in i for r in got[F.recent_items] for i in decode_recent(r))
 
 
 def test_wide_sort_key_gives_the_same_features(tmp_path, params):

@@ -18,7 +18,7 @@ from pipeline.data.synthetic import generate
 from pipeline.errors import DataError
 from pipeline.feature_store import planning, store, writer
 from pipeline.feature_store.reader import OnlineReader
-from pipeline.features import push, snapshots
+from pipeline.features import push, recent, snapshots
 from tests.conftest import ROOT, TINY
 from tests.helpers import online_users, online_users_sdk
 from tests.redis_server import redis_server
@@ -164,34 +164,38 @@ def test_serving_reader_equals_feast_sdk(proj, params):
     assert after["n_events"][1] == before + 2
 
 
-def test_incremental_materialization_writes_only_new_windows(proj, params):
+def test_materialization_writes_only_what_changed(proj, params):
     paths, online = proj
     first = planning.materialize(paths, online)
+    assert first["mode"] == "first" and first["new"] == first["written"] > 0
     again = planning.materialize(paths, online)
-    assert again["mode"] == "incremental" and again["windows"] == [] and again["entity_rows"] == 0
+    assert again["mode"] == "incremental" and again["written"] == 0
+    assert again["unchanged"] == first["written"] and again["changed"] == again["new"] == 0
 
-    # new events land one day after the last one; features are rebuilt
+    # new events land one day after the last one; features are rebuilt: every newest row moves
     ev = pd.read_parquet(paths.validated / "events.parquet")
     last = ev[C.ts].max()
     new = ev.sample(200, random_state=1).assign(**{C.ts: last + pd.Timedelta(days=1)})
     pd.concat([ev, new]).to_parquet(paths.validated / "events.parquet", index=False)
     snapshots.write(paths.validated, paths.feature_data, params)
     third = planning.materialize(paths, online)
-    prev_end = {w["view"]: w["end"] for w in first["windows"]}
-    assert third["mode"] == "incremental"
-    for w in third["windows"]:
-        assert w["start"] == prev_end[w["view"]]  # only (last end, new end]
     users = _latest(paths, Feast.user_file)
-    assert third["entity_rows"] == len(users) + len(_latest(paths, Feast.item_file))
+    assert third["mode"] == "incremental"
+    assert third["written"] == third["changed"] == len(users) + len(_latest(paths, Feast.item_file))
 
     fs = store.open_store(paths, online)
     moved = sorted(new[C.user].unique())[:5]
     _assert_same(online_users(fs, moved), users[users[C.user].isin(moved)], _serving_cols(fs))
 
     back = planning.backfill(paths, online=online)
-    assert back["mode"] == "backfill"
-    assert {w["start"] for w in back["windows"]} == {pd.read_parquet(
-        paths.feature_data / Feast.user_file)[C.ts].min().isoformat()}
+    assert back["mode"] == "backfill" and back["written"] == third["written"]
+    # an old window (the first snapshot only) is older than every online row: nothing written
+    f = pd.read_parquet(paths.feature_data / Feast.user_file)
+    first_snap = f[C.ts].min().to_pydatetime()
+    old = planning.backfill(paths, end=first_snap + timedelta(microseconds=1), online=online)
+    n_old = int((f[C.ts] == f[C.ts].min()).sum())
+    assert old["views"][0]["written"] == 0 and old["views"][0]["kept_newer"] == n_old
+    _assert_same(online_users(fs, moved), users[users[C.user].isin(moved)], _serving_cols(fs))
 
 
 def test_pushed_events_show_up_online(proj, params):
@@ -213,7 +217,7 @@ def test_pushed_events_show_up_online(proj, params):
     got = online_users(fs, [who, "brand-new-user"]).set_index(C.user)
     assert got.loc[who, "n_events"] == users.loc[who, "n_events"] + 3
     assert got.loc[who, "n_purchase_7d"] == 1
-    assert got.loc[who, "recent_items"].split(",")[:2] == ["i0000001", "i0000002"]
+    assert recent.decode(got.loc[who, "recent_items"])[:2] == ["i0000001", "i0000002"]
     assert got.loc["brand-new-user", "n_events"] == 1
     assert got.loc["brand-new-user", "mean_watch"] == pytest.approx(0.8)
 

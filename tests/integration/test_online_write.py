@@ -1,6 +1,6 @@
 """The batched online writer against Feast's own materialize: same online bytes, same lookups
-(SQLite and a real redis-server), incremental windows, and a failure mid-write that leaves the
-previous online values."""
+(SQLite and a real redis-server), a rerun that writes only the changed rows, and a failure
+mid-write that leaves the previous online values (and the fingerprints)."""
 
 from __future__ import annotations
 
@@ -46,11 +46,17 @@ def _copy(src: Path, dst: Path) -> Paths:
     return Paths(dst)
 
 
+def _window(paths: Paths, view: str) -> tuple:
+    """[first row, newest row] of the view's feature file, as Feast's [start, end)."""
+    ts = pd.read_parquet(paths.feature_data / Feast.VIEWS[view][0])[C.ts]
+    return ts.min().to_pydatetime(), ts.max().to_pydatetime() + pd.Timedelta(microseconds=1)
+
+
 def _feast_materialize(paths: Paths, online: str | None) -> None:
     fs = store.open_store(paths, online)
     store.apply(fs, paths.feature_repo)
-    for w in planning.plan(paths, {}):
-        store.materialize(fs, w.start, w.end, [w.view])
+    for view in Feast.VIEWS:
+        store.materialize(fs, *_window(paths, view), [view])
 
 
 def _sqlite_dump(paths: Paths) -> dict[str, list]:
@@ -65,8 +71,9 @@ def _sqlite_dump(paths: Paths) -> dict[str, list]:
 def _redis_dump(url: str) -> dict[bytes, dict[bytes, bytes]]:
     import redis
 
-    r = redis.Redis.from_url(url)
-    return {k: r.hgetall(k) for k in r.scan_iter(count=1000)}
+    r = redis.Redis.from_url(url)  # Feast's hashes; not the writer's token hash
+    return {k: r.hgetall(k) for k in r.scan_iter(count=1000)
+            if not k.startswith(writer.TOKEN_KEY)}
 
 
 def _lookup(paths: Paths, online: str | None, users: list[str], items: list[str]) -> tuple:
@@ -99,7 +106,7 @@ def _same(a, b) -> bool:
 def test_sqlite_rows_and_lookups_equal_feast_materialize(odd_base, tmp_path):
     ours, theirs = _copy(odd_base, tmp_path / "ours"), _copy(odd_base, tmp_path / "feast")
     report = planning.materialize(ours)
-    assert {w["writer"] for w in report["windows"]} == {"recflow"}
+    assert {v["writer"] for v in report["views"]} == {"recflow"}
     _feast_materialize(theirs, None)
     a, b = _sqlite_dump(ours), _sqlite_dump(theirs)
     assert len(a[USER_DB_TABLE]) > 1000 and a == b  # every column, byte for byte
@@ -124,7 +131,7 @@ def test_redis_hashes_and_lookups_equal_feast_materialize(odd_base, tmp_path, re
     for u in (url_ours, url_feast):
         redis.Redis.from_url(u).flushdb()
     report = planning.materialize(ours, url_ours)
-    assert {w["writer"] for w in report["windows"]} == {"recflow"}
+    assert {v["writer"] for v in report["views"]} == {"recflow"}
     _feast_materialize(theirs, url_feast)
     a, b = _redis_dump(url_ours), _redis_dump(url_feast)
     assert len(a) > 500 and a == b  # same keys, same fields, same bytes
@@ -132,12 +139,9 @@ def test_redis_hashes_and_lookups_equal_feast_materialize(odd_base, tmp_path, re
     assert _same(_lookup(ours, url_ours, users, items), _lookup(theirs, url_feast, users, items))
 
     # like Feast, a row older than the stored one is not written
-    fs = store.open_store(ours, url_ours)
-    w = planning.plan(ours, {})[0]
-    first_snapshot_end = pd.read_parquet(ours.feature_data / Feast.user_file)[C.ts].min()
-    assert writer.write_view(fs, "user_activity", w.start,
-                                   first_snapshot_end.to_pydatetime()
-                                   + pd.Timedelta(microseconds=1)) == 0
+    first_snapshot_end = _window(ours, "user_activity")[0] + pd.Timedelta(microseconds=1)
+    old = planning.backfill(ours, end=first_snapshot_end, online=url_ours)
+    assert old["views"][0]["written"] == 0 and old["views"][0]["kept_newer"] > 0
     assert _redis_dump(url_ours) == a
 
 
@@ -165,11 +169,17 @@ def online(request) -> str | None:
     return url
 
 
+def _state(paths: Paths) -> dict[str, bytes]:
+    """The materialization record and the fingerprint state, file by file."""
+    files = [paths.materialized, *paths.online_state.rglob("*")]
+    return {str(f): f.read_bytes() for f in files if f.is_file()}
+
+
 def _dump(paths: Paths, online: str | None):
     return _redis_dump(online) if online else _sqlite_dump(paths)
 
 
-def test_incremental_run_writes_only_the_new_window(odd_base, tmp_path, online):
+def test_a_rerun_writes_only_the_changed_rows(odd_base, tmp_path, online):
     paths = _copy(odd_base, tmp_path / "p")
     planning.materialize(paths, online)
     before = _dump(paths, online)
@@ -178,7 +188,8 @@ def test_incremental_run_writes_only_the_new_window(odd_base, tmp_path, online):
     _append_newer(paths, moved, bump=1000)
     again = planning.materialize(paths, online)
     assert again["mode"] == "incremental"
-    assert [(w["view"], w["entity_rows"]) for w in again["windows"]] == [("user_activity", 3)]
+    assert [(v["view"], v["written"], v["changed"]) for v in again["views"]] == [
+        ("user_activity", 3, 3), ("item_stats", 0, 0)]
     after = _dump(paths, online)
     changed = (sum(x != y for x, y in zip(before[USER_DB_TABLE], after[USER_DB_TABLE],
                                           strict=True))
@@ -199,7 +210,7 @@ def test_incremental_run_writes_only_the_new_window(odd_base, tmp_path, online):
 def test_failure_mid_write_keeps_previous_online_values(odd_base, tmp_path, online, monkeypatch):
     paths = _copy(odd_base, tmp_path / "p")
     planning.materialize(paths, online)
-    marks = (paths.feature_data / "materialized.json").read_text()
+    marks = _state(paths)
     before = _dump(paths, online)
     users, items = _sample(paths)
     looked = _lookup(paths, online, users, items)
@@ -231,7 +242,7 @@ def test_failure_mid_write_keeps_previous_online_values(odd_base, tmp_path, onli
     assert calls["n"] == 3
     assert _dump(paths, online) == before  # every byte as before, the index too (SQLite)
     assert _same(_lookup(paths, online, users, items), looked)
-    assert (paths.feature_data / "materialized.json").read_text() == marks
+    assert _state(paths) == marks  # record, fingerprints and tokens as before, no temp files
     if not online:
         con = sqlite3.connect(paths.feature_data / "online_store.db")
         assert con.execute("SELECT count(*) FROM sqlite_master WHERE name = ?",

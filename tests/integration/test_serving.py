@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from pipeline.columns import Columns as C
 from pipeline.config import load_params, paths
 from pipeline.feature_store import store
+from pipeline.features.recent import decode as decode_recent
 from pipeline.models.hybrid import LightFMRecommender
 from pipeline.models.tokens import user_tokens
 from pipeline.registry import versions as registry
@@ -58,7 +59,7 @@ def test_seen_items_are_not_recommended(client, built_project):
     fs = store.open_store(p)
     for u in _users(built_project, 5):
         online = online_users(fs, [u])
-        recent = set(str(online["recent_items"][0]).split(","))
+        recent = set(decode_recent(online["recent_items"][0]))
         items = {i["item_id"] for i in client.get(f"/recommendations/{u}?k=20").json()["items"]}
         assert recent and not (items & recent)
 
@@ -81,7 +82,7 @@ def test_api_matches_offline_scoring(client, built_project):
     latest = feats.sort_values(C.ts).groupby(C.user).tail(1)
     latest = latest[latest[C.user].isin(users)]
     tokens = user_tokens(latest, params.model.user_features)
-    exclude = {u: set(r.split(",")) for u, r in zip(latest[C.user], latest["recent_items"], strict=True) if r}
+    exclude = {u: set(decode_recent(r)) for u, r in zip(latest[C.user], latest["recent_items"], strict=True) if r}
     offline = model.recommend(users, 10, exclude=exclude, user_tokens=tokens)
     for u in users:
         api = [i["item_id"] for i in client.get(f"/recommendations/{u}?k=10").json()["items"]]
@@ -228,7 +229,7 @@ def test_post_events_updates_online_features_and_seen_items(built_project, tmp_p
         assert r.status_code == 200, r.text
         assert r.json()["accepted"] == 2 and r.json()["users_pushed"] == 1
         online = online_users(store.open_store(paths(proj)), [user])
-        assert str(online["recent_items"][0]).split(",")[0] == target
+        assert decode_recent(online["recent_items"][0])[0] == target
         after = [i["item_id"] for i in c.get(f"/recommendations/{user}?k=10").json()["items"]]
         assert target not in after
 

@@ -1,0 +1,39 @@
+"""How ``recent_items`` is stored: a JSON array of item ids, so any id round-trips.
+
+The feature was a comma-joined string, and an item id containing a comma could never be
+excluded at serving. It is now the JSON text of the list, newest first (``["i3","i1,x"]``;
+``[]`` when ``features.recent_items`` is 0). :func:`sql` builds it in the feature SQL (stage and
+push alike); :func:`decode` is the one reader (serving, tests). A value that is not a JSON
+array was written before this format; it is read as comma-separated until the next
+``recflow features`` + ``recflow materialize`` rewrites it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def sql(list_expr: str) -> str:
+    """DuckDB expression: the VARCHAR[] ``list_expr`` as a JSON array string (NULL → ``[]``)."""
+    return f"coalesce(to_json({list_expr})::VARCHAR, '[]')"
+
+
+def encode(items: list[str]) -> str:
+    """The stored text of ``items`` (what :func:`sql` gives for the same list)."""
+    return json.dumps(list(items), ensure_ascii=False, separators=(",", ":"))
+
+
+def decode(value: Any) -> list[str]:
+    """The item ids of a stored ``recent_items`` value; None or empty → []."""
+    if value is None or value == "":
+        return []
+    text = str(value)
+    if text.startswith("["):
+        try:
+            out = json.loads(text)
+        except ValueError:
+            out = None
+        if isinstance(out, list):
+            return [str(x) for x in out]
+    return text.split(",")  # the comma-joined format of older feature files
