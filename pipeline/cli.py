@@ -55,11 +55,14 @@ def _stage(stage: Stage) -> Callable[[argparse.Namespace], int]:
 
 def _recommend(args: argparse.Namespace) -> int:
     from pipeline.config import load_params, paths
-    from pipeline.serving.recommender import Recommender
+    from pipeline.registry import versions
 
     if not 1 <= args.k <= 100:
         raise ConfigError(f"-k {args.k}: must be between 1 and 100.")
     p = paths()
+    versions.champion(p.registry)  # a corrupt pointer: say so now, not after ~15 s of imports
+    from pipeline.serving.recommender import Recommender
+
     r = Recommender(load_params(p.params), p).recommend(args.user_id, args.k)
     print(f"user {r.user_id}  model {r.model_version}  features={r.features_source}  cold_start={r.cold_start}")
     for i, (it, s) in enumerate(zip(r.items, r.scores, strict=True), 1):

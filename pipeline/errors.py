@@ -23,3 +23,10 @@ class GateRefused(RecflowError):
     """The challenger did not beat the champion; nothing was promoted."""
 
     exit_code = 0
+
+
+class ChampionPointerError(RecflowError):
+    """``models/registry/champion.json`` is unreadable or names a version that is not there."""
+
+    exit_code = 1
+

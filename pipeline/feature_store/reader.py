@@ -9,11 +9,21 @@ has the shape of ``get_online_features(...).to_dict()``: a column dict with the 
 ``None`` for unknown users or missing values. Integration tests check it equals the SDK's.
 
 The view TTL is not checked: snapshot views live ten years (``feature_repo/definitions.py``).
+
+The SQLite file is read with ``pread``, never memory-mapped: another process may truncate it
+(``: > file``, a ``cp`` restore) at any moment, and a mapped page past the new end of the file
+is a SIGBUS that kills the server, where a short read is an error SQLite reports. Each read
+first ``stat``s the path (~1 µs): a thread's cached connection is reopened when the file is no
+longer the one it opened (moved, replaced) or has changed since (truncated, rewritten,
+corrupted, written), so every thread and worker reads the file now at the path, in its current
+state; a file that is missing, empty or unreadable raises :class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,12 +34,10 @@ from feast.value_type import ValueType
 
 from pipeline.columns import Columns as C
 from pipeline.feature_store.layout import encode_keys, store_kind, value
+from pipeline.feature_store.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-
-
-MMAP_BYTES = 1 << 30  # address space, not memory: only the pages read are mapped in
 
 
 class OnlineReader:
@@ -64,7 +72,8 @@ class OnlineReader:
             self._fields = [[_mmh3(f"{v}:{f}") for f in feats] for v, _, feats in self.views]
 
     def read(self, users: list[str]) -> dict[str, list]:
-        """{user_id: users, feature: [value per user]}; raises if the store cannot be read."""
+        """{user_id: users, feature: [value per user]}; raises :class:`StoreUnavailable` (or the
+        Redis client's error) if the store cannot be read."""
         out: dict[str, list] = {C.user: list(users), **{c: [None] * len(users) for c in self.columns}}
         keys = encode_keys(np.asarray(users, dtype=object), C.user, ValueType.STRING)
         if self.kind == "sqlite":
@@ -75,26 +84,51 @@ class OnlineReader:
 
     # ---- SQLite: rows (entity_key, feature_name, value) --------------------------------------
     def _conn(self) -> sqlite3.Connection:
+        """This thread's read-only connection to the file now at ``self.db``, in its state now."""
+        try:
+            st = os.stat(self.db)
+        except OSError as e:
+            self._close()
+            raise StoreUnavailable(f"{self.db}: no online store file ({e.strerror})") from None
+        # what a cached connection must still match: same file (not moved away or replaced by
+        # a rename), same size and modification time (not truncated, rewritten or written)
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         con = getattr(self._local, "con", None)
-        if con is None:
-            if not self.db.is_file():
-                raise sqlite3.OperationalError(f"{self.db}: no online store file")
+        if con is not None and self._local.ident == ident:
+            return con
+        self._close()
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreUnavailable(f"{self.db}: not a regular file")
+        if st.st_size == 0:  # SQLite would take it for an empty database: "no such table"
+            raise StoreUnavailable(f"{self.db}: empty file (truncated?)")
+        try:
             con = sqlite3.connect(f"{self.db.resolve().as_uri()}?mode=ro", uri=True)
-            con.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")  # value pages without a copy: 2x faster
-            self._local.con = con
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"{self.db}: cannot open ({e})") from None
+        self._local.con, self._local.ident = con, ident
         return con
+
+    def _close(self) -> None:
+        con = getattr(self._local, "con", None)
+        self._local.con = None
+        if con is not None:
+            con.close()
 
     def _read_sqlite(self, keys: list[bytes], out: dict[str, list]) -> None:
         con = self._conn()
         row_of = {k: r for r, k in enumerate(keys)}
         marks = ",".join("?" * len(row_of))
-        for _, table, feats in self.views:
-            wanted = set(feats)
-            sql = (f'SELECT entity_key, feature_name, value FROM "{table}" '
-                   f"WHERE entity_key IN ({marks})")
-            for key, name, blob in con.execute(sql, list(row_of)):
-                if name in wanted:
-                    out[name][row_of[key]] = value(blob)
+        try:
+            for _, table, feats in self.views:
+                wanted = set(feats)
+                sql = (f'SELECT entity_key, feature_name, value FROM "{table}" '
+                       f"WHERE entity_key IN ({marks})")
+                for key, name, blob in con.execute(sql, list(row_of)):
+                    if name in wanted:
+                        out[name][row_of[key]] = value(blob)
+        except sqlite3.Error as e:  # not a database, malformed, short read, no such table ...
+            self._close()  # the next read starts from a fresh connection
+            raise StoreUnavailable(f"{self.db}: unreadable ({type(e).__name__}: {e})") from None
         if len(row_of) < len(keys):  # the same user twice: copy the first answer
             for r, k in enumerate(keys):
                 first = row_of[k]

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.errors import RecflowError
+from pipeline.errors import ChampionPointerError, RecflowError
 from pipeline.io import read_json, write_json
 
 CHAMPION = "champion.json"
+_VERSION = re.compile(r"v\d+")  # what register() names: no path, no traversal
 
 
 def versions_dir(registry: Path) -> Path:
@@ -30,8 +32,37 @@ def list_versions(registry: Path) -> list[str]:
 
 
 def champion(registry: Path) -> str | None:
+    """The champion's version, or None before the first promotion.
+
+    A pointer that exists but is not ``{"version": "vNNNN", ...}`` naming a registered version
+    (a hand edit, a bad restore) raises :class:`ChampionPointerError`: every front door says so
+    in one line, and serving keeps the model it has.
+    """
     f = registry / CHAMPION
-    return read_json(f)["version"] if f.exists() else None
+    if not f.exists():
+        return None
+    try:
+        pointer = read_json(f)
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, bad UTF-8
+        raise _bad_pointer(registry, f"is not readable JSON ({e})") from None
+    if not isinstance(pointer, dict):
+        raise _bad_pointer(registry, "is not a JSON object")
+    v = pointer.get("version")
+    if not isinstance(v, str) or not _VERSION.fullmatch(v):
+        raise _bad_pointer(registry, f'has no valid "version" (got {repr(v)[:40]})')
+    if not (versions_dir(registry) / v / "model.npz").is_file():
+        raise _bad_pointer(registry, f"names {v}, which is not a registered version")
+    return v
+
+
+def _bad_pointer(registry: Path, what: str) -> ChampionPointerError:
+    known = list_versions(registry)
+    if not known:
+        fix = "delete it and run 'dvc repro' to promote a first model"
+    else:
+        listed = ", ".join(known) if len(known) <= 5 else f"{known[0]} … {known[-1]}"
+        fix = f'write {{"version": "<one of {listed}>"}} into it'
+    return ChampionPointerError(f"{registry / CHAMPION} {what}: restore it from a backup or {fix}.")
 
 
 def champion_dir(registry: Path) -> Path | None:

@@ -28,7 +28,7 @@ from pipeline.config import paths as project_paths
 from pipeline.errors import DataError, RecflowError
 from pipeline.features import push
 from pipeline.registry import versions
-from pipeline.serving.recommender import Recommendation, Recommender
+from pipeline.serving.recommender import NoModel, Recommendation, Recommender
 
 log = logging.getLogger("recflow.serving")
 
@@ -89,8 +89,18 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
         from threadpoolctl import threadpool_limits
 
         blas = threadpool_limits(limits=sp.blas_threads)  # process-wide, while serving
-        state["rec"] = Recommender(params, p)
-        state["catalogue"] = _catalogue(p, state["rec"])
+        # A champion that cannot be loaded (corrupt pointer, missing version) does not stop
+        # the process: it starts degraded — /readyz 503 with the reason, recommendations 503 —
+        # and the watcher below loads the model as soon as the pointer is fixed, with no
+        # restart. A replica that is not ready gets no traffic, so a bad pointer rolled out
+        # everywhere cannot take down replicas that are already serving.
+        rec = Recommender(params, p, load=False)
+        try:
+            rec.reload()
+        except RecflowError as e:
+            log.error("serving starts without a model: %s", e)
+        state["rec"] = rec
+        state["catalogue"] = _catalogue(p, rec)
         task = asyncio.create_task(_watch(state["rec"], sp.reload_poll_seconds))
         yield
         task.cancel()
@@ -110,6 +120,10 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
     @app.exception_handler(RecflowError)
     async def _user_error(request: Request, exc: RecflowError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"error": str(exc)})
+
+    @app.exception_handler(NoModel)
+    async def _no_model(request: Request, exc: NoModel) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"error": str(exc)})
 
     def rec() -> Recommender:
         return state["rec"]
@@ -171,10 +185,14 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
+        """200 when a model is loaded and the online store reads; else 503 with the reasons. A
+        corrupt champion pointer while a model is loaded is reported but keeps readiness."""
         r = rec()
         _, source = r.online_features(["__readyz__"])
         ok = r.model is not None and source == "online"
-        body = {"ready": ok, "model_version": r.version, "online_store": source == "online"}
+        body = {"ready": ok, "model_version": r.version, "online_store": source == "online",
+                "online_store_error": r.store_error if source != "online" else None,
+                "champion_error": r.reload_error}
         return JSONResponse(status_code=200 if ok else 503, content=body)
 
     @app.get("/model")
@@ -186,9 +204,21 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
                 "lineage": {k: card.get(k) for k in ("data_sha256", "data_dvc_md5", "git_rev", "cutoff", "registered_at")}}
 
     @app.post("/admin/reload")
-    def reload() -> dict:
-        changed = rec().reload()
-        return {"reloaded": changed, "model_version": rec().version}
+    def reload() -> JSONResponse:
+        """Load the champion now. 503 with the reason when it cannot be loaded (corrupt
+        pointer, unreadable version); the model in use keeps serving."""
+        r = rec()
+        try:
+            changed = r.reload()
+        except RecflowError as e:
+            why = str(e)
+        except Exception as e:  # noqa: BLE001 - never a bare 500: say it, keep serving
+            log.exception("reload failed")
+            why = f"reload failed ({type(e).__name__}: {e}); see the server log"
+        else:
+            return JSONResponse({"reloaded": changed, "model_version": r.version})
+        return JSONResponse(status_code=503, content={
+            "error": why, "reloaded": False, "model_version": r.version})
 
     app.state.recflow = state
     return app
@@ -204,15 +234,20 @@ def _catalogue(p: Paths, rec: Recommender) -> set[str]:
 
 
 async def _watch(rec: Recommender, every: float) -> None:
-    """Poll the champion pointer; swap the model when a new one is promoted."""
+    """Poll the champion pointer; swap the model when a new one is promoted. A failure is
+    logged once (not at every poll) until it changes or a reload succeeds."""
+    failed = rec.reload_error  # already logged at start-up
     while True:
         await asyncio.sleep(every)
         try:
             t0 = time.perf_counter()
             if await asyncio.to_thread(rec.reload):
                 log.info("reloaded champion %s in %.2fs", rec.version, time.perf_counter() - t0)
+            failed = None
         except Exception as e:  # noqa: BLE001 - keep serving the current model
-            log.warning("reload failed, keeping %s: %s", rec.version, e)
+            if str(e) != failed:
+                log.warning("reload failed, keeping %s: %s", rec.version, e)
+            failed = str(e)
 
 
 def app_from_env() -> FastAPI:
