@@ -90,9 +90,11 @@ CASES = [
     Case("header_only", csv([]), error="empty"),
     Case("non_utf8_bytes", csv(GOOD) + b"u9,caf\xe9,view,2026-01-02T00:00:00Z,\n",
          accepted=N_GOOD, quarantined=1, reason="UTF-8"),
+    # input contract: only an empty (or blank) field is null; "NaN" is an id like any other
     Case("empty_and_nan_ids", csv([*GOOD, ",i1,view,2026-01-02T00:00:00Z,",
+                                   "u1,  ,view,2026-01-02T00:00:00Z,",
                                    "u1,NaN,view,2026-01-02T00:00:00Z,"]),
-         accepted=N_GOOD, quarantined=2, reason="not_be_null"),
+         accepted=N_GOOD + 1, quarantined=2, reason="not_be_null"),
     Case("future_timestamps", csv([*GOOD, "u1,i1,view,2099-01-01T00:00:00Z,"]),
          accepted=N_GOOD, quarantined=1, reason="column=event_timestamp"),
     Case("before_floor", csv([*GOOD, "u1,i1,view,1980-01-01T00:00:00Z,"]),
