@@ -257,3 +257,24 @@ def test_unknown_suffix_is_reported_not_skipped_silently(tmp_path, caplog):
     shutil.rmtree(p.events)
     with pytest.raises(DataError, match=r"found only ratings\.dat"):
         ingest.run(prm, p)
+
+
+def test_the_readme_snippets_are_valid_loaders():
+    """Each preset's snippet in the README's input contract is a valid params.yaml fragment
+    whose resolved loader maps every required column (the e-commerce one missed two)."""
+    import re
+
+    from pipeline.data.loaders import REQUIRED
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Input contract"):text.index("### Batches")]
+    snippets = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+    presets = set()
+    for snip in snippets:
+        prm = params(**snip)
+        lp = prm.ingest.loader
+        preset = "movielens" if prm.ingest.source == "movielens" else lp.preset
+        spec = resolve(lp, preset)
+        assert all(c in spec.columns or (c == C.event and spec.constant_event) for c in REQUIRED)
+        presets.add(preset)
+    assert presets == {"generic", "movielens", "ecommerce"}
