@@ -307,8 +307,9 @@ def ingest(params: Params, paths: Paths) -> Ingested:
         if drop or not landing:
             old = old[old[C.batch].astype(object).isin(keep_batches)]
         frames.append(old)
+    taken = {e["batch"] for e in new_man.files.values()}
     for inp in new:
-        batch = batch_name(inp.path, inp.sha)
+        batch = _unique(batch_name(inp.path, inp.sha), taken)
         df = load_file(inp.path, inp.spec, batch)
         frames.append(df)
         new_man.files[inp.key] = _entry(inp, batch, len(df), paths.root)
@@ -316,10 +317,20 @@ def ingest(params: Params, paths: Paths) -> Ingested:
         raise DataError(f"{source_path(params, paths)}: nothing to ingest: every file there was "
                         "forgotten or withdrawn; add a data file.")
     events = canonical(concat(frames))
-    if items is None or not landing:
-        items = _merge_items(items, events)
+    items = _merge_items(items, events)
     n_new = sum(new_man.files[i.key]["rows"] for i in new)
     return Ingested(events, items, new_man, {**summary, "new_events": n_new, **_counts(events)})
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3`` … if another batch has it (a pushed file copied
+    into the landing folder has the same stem and bytes)."""
+    out, i = name, 1
+    while out in taken:
+        i += 1
+        out = f"{name}-{i}"
+    taken.add(out)
+    return out
 
 
 def _merge_items(source_items: pd.DataFrame | None, events: pd.DataFrame) -> pd.DataFrame:
@@ -365,6 +376,9 @@ def _match(target: str, man: Manifest, paths: Paths) -> list[tuple[str, dict]]:
     if hits:
         return hits
     hits = [(k, e) for k, e in man.files.items() if Path(e["file"]).name == target]
+    if len(hits) > 1:
+        raise DataError(f"ingest --forget {target}: names {len(hits)} batches "
+                        f"({', '.join(e['batch'] for _, e in hits)}); name the batch instead.")
     if hits:
         return hits
     f = next((c for c in cands if c.is_file()), None)
@@ -382,6 +396,10 @@ def forget(params: Params, paths: Paths, targets: list[str]) -> Ingested:
     chosen: dict[str, dict] = {}
     for t in targets:
         hits = _match(t, man, paths)
+        if not hits and any(t in (e["batch"], e["file"], Path(e["file"]).name)
+                            for e in man.forgotten.values()):
+            raise DataError(f"ingest --forget {t}: already forgotten (skipped while its file "
+                            "stays in the landing folder).")
         if not hits:
             known = ", ".join(f"{e['batch']} ({e['file']})" for e in list(man.files.values())[:8])
             raise DataError(f"ingest --forget {t}: no such batch or file in {_rel(paths.manifest, paths.root)}; "

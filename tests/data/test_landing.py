@@ -83,6 +83,8 @@ def test_forget_drops_a_batch_and_skips_its_file_while_it_stays(tmp_path: Path):
     assert out["forgotten"] == b and out["rows_dropped"] == 10 and out["events"] == len(GOOD)
     assert set(events(p)[C.batch]) == {next(iter({e["batch"] for e in manifest(p)["files"].values()}))}
     assert ingest.run(prm, p)["forgotten_skipped"] == 1 and len(events(p)) == len(GOOD)
+    with pytest.raises(DataError, match="already forgotten"):
+        ingest.forget(prm, p, ["b.csv"])
 
     (p.incoming / "b.csv").unlink()  # gone: a later delivery of the same bytes is new again
     ingest.run(prm, p)
