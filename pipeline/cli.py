@@ -40,6 +40,10 @@ def _stage(stage: Stage) -> Callable[[argparse.Namespace], int]:
         p = paths()
         params = load_params(p.params)
         t0 = time.perf_counter()
+        if getattr(args, "forget", None):
+            r = stage.module().forget(params, p, args.forget)
+            print(f"✓ {name} --forget {time.perf_counter() - t0:5.1f}s  {_fmt(r)}")
+            return 0
         result = stage.module().run(params, p)
         secs = time.perf_counter() - t0
         write_json(p.stage_summary(name), {"seconds": round(secs, 2), "result": result})
@@ -138,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     for st in STAGES:
         sp = sub.add_parser(st.name, help=st.help, description=st.help)
         sp.set_defaults(func=_stage(st))
+        if st.name == "ingest":
+            sp.add_argument("--forget", action="append", metavar="FILE|BATCH",
+                            help="drop a batch (refused or unwanted) from data/events/, by batch "
+                            "name or landing file; the file is then skipped while it stays in "
+                            "the landing folder (repeatable)")
     rp = sub.add_parser("recommend", help="top-k for one user through the Feast online store")
     rp.add_argument("user_id")
     rp.add_argument("-k", type=int, default=10, help="how many items (1..100, default 10)")

@@ -38,7 +38,9 @@ class LoaderParams(_Frozen):
 
 class IngestParams(_Frozen):
     source: Literal["synthetic", "landing", "movielens", "file"] = "synthetic"
-    path: str | None = None
+    # the input: landing folder (landing), file (file), MovieLens folder or file (movielens);
+    # a DVC dependency of ingest (dvc.yaml: ${ingest.path}), so never null
+    path: str = Field("data/incoming", min_length=1)
     loader: LoaderParams = LoaderParams()
 
 

@@ -50,3 +50,19 @@ def test_deps_name_all_the_code_a_stage_runs(stage):
     unused = [d for d in deps if d.startswith("pipeline/")
               and not any(_covered(f, [d]) for f in code)]
     assert not unused, f"{stage}: deps the stage never imports: {unused}"
+
+
+def test_ingest_depends_on_its_input_and_the_pushed_events():
+    """``ingest.source: file`` was no DVC dependency: editing the file left `dvc status` up to
+    date. The input is ``${ingest.path}`` (landing folder, file or MovieLens folder), and
+    pushed events are new training data."""
+    from dvc.repo import Repo
+
+    deps = DVC["stages"]["ingest"]["deps"]
+    assert "${ingest.path}" in deps and "data/pushed" in deps
+    assert (ROOT / "data/pushed/.gitkeep").exists()  # a dep DVC can always hash
+    with Repo(str(ROOT)) as repo:
+        (stage,) = repo.stage.collect("ingest")
+        resolved = {Path(d.def_path).as_posix() for d in stage.deps}
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params["ingest"]["path"] in resolved

@@ -17,15 +17,12 @@ from datetime import datetime
 
 from pipeline.columns import Columns as C
 from pipeline.config import SignalParams
-
-
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
+from pipeline.io import sql_str
 
 
 def event_weight_sql(sp: SignalParams) -> str:
     """SQL expression: the signal one event row contributes (before decay)."""
-    cases = " ".join(f"WHEN {_q(t)} THEN {float(w)}" for t, w in sp.weights.items())
+    cases = " ".join(f"WHEN {sql_str(t)} THEN {float(w)}" for t, w in sp.weights.items())
     base = f"(CASE {C.event} {cases} ELSE 0.0 END)"
     w = sp.watch
     play = (
@@ -49,7 +46,7 @@ def confidence_sql(sp: SignalParams, source: str, as_of: datetime | None = None)
     Decay (when ``half_life_days`` is set) is measured from ``as_of``, else the newest event."""
     decay = "1.0"
     if sp.half_life_days:
-        ref = (f"epoch(TIMESTAMPTZ {_q(as_of.isoformat())})" if as_of is not None
+        ref = (f"epoch(TIMESTAMPTZ {sql_str(as_of.isoformat())})" if as_of is not None
                else f"(SELECT epoch(max({C.ts})) FROM {source})")
         decay = (
             f"pow(0.5, greatest(0, {ref} - epoch({C.ts}))"

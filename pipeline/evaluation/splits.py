@@ -13,6 +13,7 @@ import pandas as pd
 from pipeline.columns import Columns as C
 from pipeline.config import Params
 from pipeline.data.signals import confidence_sql
+from pipeline.io import sql_path, sql_str
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,12 @@ def _end(con: duckdb.DuckDBPyConnection, src: str) -> datetime:
 
 def make_split(events: Path, params: Params) -> Split:
     con = duckdb.connect()
-    src = f"read_parquet('{events}')"
+    src = f"read_parquet({sql_path(events)})"
     end = _end(con, src)
     sp = params.signals
     if params.split.strategy == "time":
         cutoff = end - timedelta(days=params.split.test_days)
-        c = f"TIMESTAMPTZ '{cutoff.isoformat()}'"
+        c = f"TIMESTAMPTZ {sql_str(cutoff.isoformat())}"
         train = con.sql(confidence_sql(sp, f"(SELECT * FROM {src} WHERE {C.ts} < {c})", cutoff)).df()
         test = con.sql(confidence_sql(sp, f"(SELECT * FROM {src} WHERE {C.ts} >= {c})", end)).df()
         seen = train[[C.user, C.item]].assign(_seen=True)

@@ -26,7 +26,7 @@ from pipeline.errors import DataError
 from pipeline.feature_store import store
 from pipeline.feature_store.planning import load_watermarks
 from pipeline.features import snapshots
-from pipeline.io import write_parquet
+from pipeline.io import sql_path, sql_str, write_parquet
 
 log = logging.getLogger("recflow.freshness")
 
@@ -39,7 +39,9 @@ def read_events(path: Path) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         elif path.suffix.lower() == ".csv":
-            df = pd.read_csv(path, dtype={C.user: "string", C.item: "string", C.event: "string"})
+            # the input contract: only an empty field is null ("NA" is an id, as in ingest)
+            df = pd.read_csv(path, dtype={C.user: "string", C.item: "string", C.event: "string"},
+                             keep_default_na=False, na_values=[""])
         else:
             raise DataError(f"{path}: expected a .csv or .parquet file of canonical events.")
     except DataError:
@@ -69,7 +71,7 @@ def push_events(params: Params, paths: Paths, events: pd.DataFrame, fs=None,
                         "'recflow materialize' before pushing fresh events.")
     out = check(events, params, now=now)
     if not out.ok:
-        raise DataError(f"pushed events refused ({'; '.join(out.batch_errors)}); nothing pushed.")
+        raise DataError(f"pushed events refused ({'; '.join(out.lines())}); nothing pushed.")
     accepted = out.accepted[list(C.EVENT_TABLE)].copy()
     if accepted.empty:
         raise DataError("pushed events: no row passed validation; nothing pushed.")
@@ -83,12 +85,12 @@ def push_events(params: Params, paths: Paths, events: pd.DataFrame, fs=None,
     con = snapshots.connect(params)
     try:
         pushed = sorted(paths.pushed.glob("pushed-*.parquet"))
-        files = ", ".join(f"'{p}'" for p in pushed)
+        files = ", ".join(sql_path(p) for p in pushed)
         con.sql(f"CREATE TEMP VIEW fresh_all AS SELECT * FROM read_parquet([{files}])")
         ev_file = paths.validated_events
         if ev_file.exists():
-            hi = con.execute(f"SELECT max({C.ts}) FROM read_parquet('{ev_file}')").fetchall()[0][0]  # type: ignore[index]
-            cond = f"WHERE {C.ts} > '{pd.Timestamp(hi).isoformat()}'::TIMESTAMPTZ" if hi else ""
+            hi = con.execute(f"SELECT max({C.ts}) FROM read_parquet({sql_path(ev_file)})").fetchall()[0][0]  # type: ignore[index]
+            cond = f"WHERE {C.ts} > {sql_str(pd.Timestamp(hi).isoformat())}::TIMESTAMPTZ" if hi else ""
             con.sql(f"CREATE TEMP VIEW fresh AS SELECT * FROM fresh_all {cond}")
             snapshots.open_events(con, paths.validated, extra="fresh")
         else:  # no history yet: the fresh events are all there is

@@ -28,21 +28,18 @@ from pipeline.columns import Features as F
 from pipeline.config import EVENTS_FILE, ITEMS_FILE, Params
 from pipeline.errors import DataError
 from pipeline.features import recent
+from pipeline.io import sql_path, sql_str
 
 
 def _ident(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z_]", "_", name)
 
 
-def _lit(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 def connect(params: Params) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection in UTC with the configured memory cap (it spills above it)."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = {_lit(params.features.memory_limit)}")
+    con.execute(f"SET memory_limit = {sql_str(params.features.memory_limit)}")
     con.execute(f"SET threads = {int(params.features.threads)}")
     con.execute("SET preserve_insertion_order = false")
     return con
@@ -87,7 +84,7 @@ def _snaps(times: Sequence[datetime]) -> list[tuple[int, str]]:
     for t in times:
         ts = pd.Timestamp(t)
         ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        out.append((ts.value // 1000, f"{_lit(ts.isoformat())}::TIMESTAMPTZ"))
+        out.append((ts.value // 1000, f"{sql_str(ts.isoformat())}::TIMESTAMPTZ"))
     return out
 
 
@@ -210,7 +207,7 @@ def user_features_sql(events: str, params: Params, times: Sequence[datetime], pa
         cols += [(n, f"coalesce({n}__{{k}}, 0)") for n in sub]
         ren = ", ".join(f"{g}__{k} AS {n}__{k}" for k in range(len(snaps))
                         for g, n in zip(["n", *[f"n_{d}d" for d in w]], sub, strict=True))
-        per_type.append(f"LEFT JOIN (SELECT {C.user}, {ren} FROM gt WHERE {C.event} = {_lit(t)}) "
+        per_type.append(f"LEFT JOIN (SELECT {C.user}, {ren} FROM gt WHERE {C.event} = {sql_str(t)}) "
                         f"USING ({C.user})")
     nb, nv = f"n_{_ident(buy)}__{{k}}", f"n_{_ident(view)}__{{k}}"
     cols += [("purchase_rate", f"coalesce({nb}, 0)::DOUBLE / greatest(1, coalesce({nv}, 0))"),
@@ -263,8 +260,8 @@ def item_features_sql(events: str, params: Params, times: Sequence[datetime],
     for k, (a, _) in enumerate(snaps):
         i_aggs.append(f"{_sum_if(bk.cond(a))} AS pop_all__{k}")
         i_aggs += [f"{_sum_if(bk.cond(a, d))} AS pop_{d}d__{k}" for d in w]
-        i_aggs.append(f"{_sum_if(f'{C.event} = {_lit(buy)} AND {bk.cond(a)}')}::DOUBLE / "
-                      f"greatest(1, {_sum_if(f'{C.event} = {_lit(view)} AND {bk.cond(a)}')}) "
+        i_aggs.append(f"{_sum_if(f'{C.event} = {sql_str(buy)} AND {bk.cond(a)}')}::DOUBLE / "
+                      f"greatest(1, {_sum_if(f'{C.event} = {sql_str(view)} AND {bk.cond(a)}')}) "
                       f"AS conversion_rate__{k}")
         n_aggs.append(f"count_if(n__{k} > 0)::BIGINT AS unique_users__{k}")
     cols = [(n, f"{n}__{{k}}") for n in [F.pop_all, *[f"pop_{d}d" for d in w], "unique_users",
@@ -295,7 +292,7 @@ def open_events(con: duckdb.DuckDBPyConnection, validated: Path, extra: str | No
     ev_file, items_file = validated / EVENTS_FILE, validated / ITEMS_FILE
     cols = ", ".join(C.EVENT_TABLE)
     try:
-        src = f"SELECT {cols} FROM read_parquet({_lit(str(ev_file))})"
+        src = f"SELECT {cols} FROM read_parquet({sql_path(ev_file)})"
         if extra:
             src += f" UNION ALL SELECT {cols} FROM {extra}"
         con.sql(f"CREATE OR REPLACE VIEW raw AS {src}")
@@ -303,7 +300,7 @@ def open_events(con: duckdb.DuckDBPyConnection, validated: Path, extra: str | No
             # one row per item: a feature never counts an event twice, and DuckDB drops the
             # join from every query that does not need the category
             con.sql(f"CREATE OR REPLACE VIEW items AS SELECT {C.item}, min({C.category}) AS "
-                    f"{C.category} FROM read_parquet({_lit(str(items_file))}) GROUP BY {C.item}")
+                    f"{C.category} FROM read_parquet({sql_path(items_file)}) GROUP BY {C.item}")
         else:
             con.sql(f"CREATE OR REPLACE VIEW items AS SELECT NULL::VARCHAR AS {C.item}, "
                     f"NULL::VARCHAR AS {C.category} WHERE false")
@@ -353,9 +350,9 @@ def write(validated: Path, out_dir: Path, params: Params) -> dict:
         sqls = {targets[0]: user_features_sql("ev", params, times, "pairs", wide),
                 targets[1]: item_features_sql("ev", params, times, "pairs")}
         for target, sql in sqls.items():
-            con.execute(f"COPY ({sql}) TO {_lit(str(tmps[target]))} (FORMAT parquet)")
+            con.execute(f"COPY ({sql}) TO {sql_path(tmps[target])} (FORMAT parquet)")
             rows[target.name] = con.execute(
-                f"SELECT count(*) FROM read_parquet({_lit(str(tmps[target]))})").fetchall()[0][0]  # type: ignore[index]
+                f"SELECT count(*) FROM read_parquet({sql_path(tmps[target])})").fetchall()[0][0]  # type: ignore[index]
     except duckdb.Error as e:
         raise DataError(f"{validated}: feature build failed ({_first_line(e)}). "
                         "Previous features kept.") from None

@@ -1,20 +1,39 @@
-"""Stage ``ingest``: the configured source → ``data/events/`` (events, items, manifest),
-replaced in one atomic step (see :mod:`pipeline.data.landing`)."""
+"""Stage ``ingest``: the configured source (+ pushed events) → ``data/events/`` (events,
+items, manifest), replaced in one atomic step (see :mod:`pipeline.data.landing`).
+``recflow ingest --forget FILE|BATCH`` drops batches the same way."""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 from pipeline.config import Params, Paths
-from pipeline.data.landing import ingest
+from pipeline.data import landing
 from pipeline.io import atomic_dir, write_json
 
 
-def run(params: Params, paths: Paths) -> dict:
-    got = ingest(params, paths)
-    if got.events is None:  # landing mode, nothing new: the events stay as they are
-        return got.summary
+def _write(got: landing.Ingested, paths: Paths) -> None:
     with atomic_dir(paths.events) as tmp:
-        got.events.to_parquet(tmp / paths.events_file.name, index=False)
-        got.items.to_parquet(tmp / paths.events_items.name, index=False)
-        if got.manifest:
-            write_json(tmp / paths.manifest.name, {"files": got.manifest})
+        if got.reuse_events:  # only the manifest changed: carry the event files over as they are
+            for f in (paths.events_file, paths.events_items):
+                try:
+                    os.link(f, tmp / f.name)
+                except OSError:  # no hard links on this file system
+                    shutil.copy2(f, tmp / f.name)
+        else:
+            got.events.to_parquet(tmp / paths.events_file.name, index=False)
+            got.items.to_parquet(tmp / paths.events_items.name, index=False)
+        write_json(tmp / paths.manifest.name, got.manifest.to_json())
+
+
+def run(params: Params, paths: Paths) -> dict:
+    got = landing.ingest(params, paths)
+    if got.events is not None or got.reuse_events:  # else nothing changed: events stay as they are
+        _write(got, paths)
+    return got.summary
+
+
+def forget(params: Params, paths: Paths, targets: list[str]) -> dict:
+    got = landing.forget(params, paths, targets)
+    _write(got, paths)
     return got.summary

@@ -12,17 +12,21 @@ import pandas as pd
 
 from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
-from pipeline.data.suite import data_docs, validate_batches, write_plain
+from pipeline.data.landing import SOURCE, read_manifest
+from pipeline.data.suite import BatchSource, data_docs, validate_batches, write_plain
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, read_json, write_json
+from pipeline.io import atomic_dir, write_json
 
 
-def _sources(paths: Paths) -> dict[str, str]:
-    """batch → the file it came from (from ingest's manifest), for messages people can act on.
-    Batches that landed with no rows (a header-only file) are listed too: they must fail."""
-    if not paths.manifest.exists():
-        return {}
-    return {e["batch"]: e["file"] for e in read_json(paths.manifest).get("files", {}).values()}
+def _sources(paths: Paths) -> dict[str, BatchSource]:
+    """batch → where it came from (ingest's manifest): file, loader mapping, whether the file
+    is still there. Batches that landed with no rows (a header-only file) are listed too:
+    they must fail."""
+    out = {}
+    for e in read_manifest(paths).files.values():
+        gone = e.get("kind") != SOURCE and not (paths.root / e["file"]).exists()
+        out[e["batch"]] = BatchSource(e["file"], e.get("columns") or {}, not gone)
+    return out
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -33,13 +37,12 @@ def run(params: Params, paths: Paths) -> dict:
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user problem
         raise DataError(f"{src}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0]}). "
                         "Re-run 'recflow ingest'.") from None
-    outs, report, failed = validate_batches(df, _sources(paths), str(src.relative_to(paths.root)),
-                                            params)
-    if failed:
+    outs, report, refusal = validate_batches(
+        df, _sources(paths), str(src.relative_to(paths.root)), params,
+        details=str(paths.validation_failed.relative_to(paths.root)))
+    if refusal:
         write_json(paths.validation_failed, report)
-        raise DataError(f"validation refused {len(failed)} batch(es): {' | '.join(failed)}. "
-                        "Validated data left unchanged; details in "
-                        f"{paths.validation_failed.relative_to(paths.root)}.")
+        raise DataError("\n".join(refusal))
     canon = list(C.EVENT_TABLE)
     with atomic_dir(paths.validated) as tmp:
         write_plain([o.accepted[canon] for o in outs.values()], tmp / paths.validated_events.name)

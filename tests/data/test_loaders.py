@@ -181,3 +181,100 @@ def test_naive_iso_times_are_utc_and_missing_category_is_unknown(tmp_path):
     from pipeline.data.loaders import items_of
 
     assert items_of(df).set_index(C.item)[C.category].to_dict() == {"i1": "books", "i2": "unknown"}
+
+
+# --- CSV corner cases (issue 12: problems 4, 6, 17) ------------------------------------
+
+def test_malformed_line_never_crashes_ingest_whatever_batches_exist(tmp_path):
+    """A malformed line used to make the batch's categories pyarrow strings, and the next
+    concat with another batch raised ``TypeError: dtype of categories must be the same``."""
+    p, prm = Paths(tmp_path), params(ingest={"source": "landing"})
+    write(p.incoming / "a.csv", HEAD + "u1,i1,view,2026-01-01T00:00:00Z,\n")
+    ingest.run(prm, p)  # an earlier batch
+    write(p.incoming / "b.csv", HEAD + "u2,i2,view,2026-01-01T00:00:00Z,\nu3,i3,vi\n")
+    write(p.incoming / "c.csv", HEAD + "u4,i4,view,2026-01-01T00:00:00Z,\n,,\n")  # a second new file
+    out = ingest.run(prm, p)
+    assert out["new_files"] == 2 and out["events"] == 5
+    ev = landed(p)
+    assert ev[C.parse_error].notna().sum() == 2 and ev[C.batch].nunique() == 3
+    assert isinstance(ev[C.user].dtype, pd.CategoricalDtype)
+
+
+def test_cr_only_line_endings_keep_every_column(tmp_path):
+    """CR-only files used to read as one long header line: ``value`` vanished, so an
+    out-of-range watch fraction passed as NaN."""
+    text = HEAD + "u1,i1,play,2026-01-01T00:00:00Z,7\nu2,i2,view,2026-01-01T00:00:00Z,\n"
+    f = tmp_path / "cr.csv"
+    f.write_bytes(text.replace("\n", "\r").encode())
+    df = load_file(f, resolve(LoaderParams()), "b")
+    assert list(df[C.user]) == ["u1", "u2"] and df[C.value].iloc[0] == 7.0
+    crlf = tmp_path / "crlf.csv"
+    crlf.write_bytes(text.replace("\n", "\r\n").encode())
+    pd.testing.assert_frame_equal(df, load_file(crlf, resolve(LoaderParams()), "b"))
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def test_line_break_inside_a_quoted_field_stays_in_its_row(tmp_path, monkeypatch, ending):
+    """A quoted CR used to split the row where a parse block ended: the first half vanished
+    and the second half was accepted under user id ``bob"``. Small blocks put a block edge
+    at every offset around the quoted field."""
+    from pipeline.data import loaders
+
+    rows = ["u0,i0,view,2026-01-01T00:00:00Z,"] * 30 + ['"alice\rbob",i1,view,2026-01-01T00:00:00Z,'] \
+        + ["u0,i9,view,2026-01-01T00:00:00Z,"] * 30
+    f = tmp_path / "q.csv"
+    f.write_bytes((HEAD + "\n".join(rows) + "\n").replace("\n", ending).encode())
+    for block in range(960, 1200, 16):
+        monkeypatch.setattr(loaders, "BLOCK_SIZE", block)
+        df = load_file(f, resolve(LoaderParams()), "b")
+        assert len(df) == 61 and df[C.parse_error].isna().all(), block
+        assert list(df.loc[df[C.item] == "i1", C.user]) == ["alice\rbob"], block
+
+
+def test_only_empty_fields_are_null(tmp_path):
+    """The input contract: "NA", "null", "NaN" are strings (an id "NA" is an id); only an
+    empty or blank field is null. A value that is not a number is a parse error, not NaN."""
+    f = write(tmp_path / "n.csv", HEAD + "NA,null,view,2026-01-01T00:00:00Z,\n"
+              "NaN,i1,view,2026-01-01T00:00:00Z,\n ,i2,view,2026-01-01T00:00:00Z,\n"
+              'u1,"",view,2026-01-01T00:00:00Z,\nu2,i3,play,2026-01-01T00:00:00Z,NA\n')
+    df = load_file(f, resolve(LoaderParams()), "b")
+    assert df[C.user].tolist()[:2] == ["NA", "NaN"] and df[C.item].iloc[0] == "null"
+    assert df[C.user].isna().tolist() == [False, False, True, False, False]
+    assert df[C.item].isna().tolist() == [False, False, False, True, False]
+    assert df[C.parse_error].iloc[4] == "value is not a number: NA"
+
+
+def test_unknown_suffix_is_reported_not_skipped_silently(tmp_path, caplog):
+    p, prm = Paths(tmp_path), params(ingest={"source": "landing"})
+    write(p.incoming / "a.csv", HEAD + "u1,i1,view,2026-01-01T00:00:00Z,\n")
+    write(p.incoming / "ratings.dat", "1::2::5::978300760\n")
+    with caplog.at_level("WARNING", logger="recflow"):
+        out = ingest.run(prm, p)
+    assert out["skipped_unknown_suffix"] == 1 and out["events"] == 1
+    (rec,) = [r for r in caplog.records if "unknown suffix" in r.getMessage()]
+    assert "data/incoming/ratings.dat" in rec.getMessage() and ".csv" in rec.getMessage()
+    (p.incoming / "a.csv").unlink()
+    shutil.rmtree(p.events)
+    with pytest.raises(DataError, match=r"found only ratings\.dat"):
+        ingest.run(prm, p)
+
+
+def test_the_readme_snippets_are_valid_loaders():
+    """Each preset's snippet in the README's input contract is a valid params.yaml fragment
+    whose resolved loader maps every required column (the e-commerce one missed two)."""
+    import re
+
+    from pipeline.data.loaders import REQUIRED
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Input contract"):text.index("### Batches")]
+    snippets = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+    presets = set()
+    for snip in snippets:
+        prm = params(**snip)
+        lp = prm.ingest.loader
+        preset = "movielens" if prm.ingest.source == "movielens" else lp.preset
+        spec = resolve(lp, preset)
+        assert all(c in spec.columns or (c == C.event and spec.constant_event) for c in REQUIRED)
+        presets.add(preset)
+    assert presets == {"generic", "movielens", "ecommerce"}
