@@ -176,7 +176,7 @@ def announce_task(root: Path):
         if mode == "never" or (mode == "if_changed" and not changed):
             raise skip(
                 f"features unchanged since last announced (sha256 {fp[:12]}); training not triggered"
-                if mode == "if_changed" else "announce=never: training not triggered")
+                if mode == "if_changed" else "announce=never, so training is not triggered")
         mark_announced(root, fp)
         log.info("features %s: emitting Asset %s", "changed" if changed else "announced (always)",
                  FEATURES_ASSET["name"])
