@@ -1,4 +1,13 @@
-"""Train/holdout splits: by time for event streams, leave-N-out per user for rating sets."""
+"""Train/holdout splits: by time for event streams, leave-N-out per user for rating sets.
+
+Both are pure functions of (data, params): the time split cuts at a time; leave-N-out ranks each
+user's positive pairs by a seeded md5 of (user, item) and holds out the first ``split.n_out``,
+so the same events give the same holdout on any machine, thread count and row order (never a
+permutation of a DuckDB result, whose row order changes with threads and load). New pairs only
+push the existing ones down the ranking, so new data never moves a training pair into the
+holdout (a held-out pair may move to train when a user gains a pair that ranks before it).
+The validation carve ranks the training pairs the same way with its own salt.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,11 @@ import pandas as pd
 from pipeline.columns import Columns as C
 from pipeline.config import Params
 from pipeline.data.signals import confidence_sql
+from pipeline.io import sql_path, sql_str
+
+#: sorted uint64 fingerprints of the (user, item) pairs a model was fitted on, kept beside the
+#: artifact so the gate can check a later holdout against them (see :func:`pair_fingerprint`)
+TRAINED_PAIRS_FILE = "trained_pairs.npy"
 
 
 @dataclass(frozen=True)
@@ -27,14 +41,48 @@ def _end(con: duckdb.DuckDBPyConnection, src: str) -> datetime:
     return hi + timedelta(microseconds=1)
 
 
+def pair_hash(pairs: pd.DataFrame, salt: str) -> np.ndarray:
+    """One uint64 per row of ``pairs``: the first 8 bytes of md5(salt, user_id, item_id).
+
+    A pure function of the ids (standard md5, not an engine's internal hash), so the same pair
+    gets the same value on any machine, library version, thread count or row order. The user id
+    is length-prefixed, so no two (user, item) pairs share a key string.
+    """
+    if pairs.empty:
+        return np.zeros(0, dtype=np.uint64)
+    frame = pd.DataFrame({"n": np.arange(len(pairs)), "u": pairs[C.user].astype(str).to_numpy(),
+                          "i": pairs[C.item].astype(str).to_numpy()})
+    con = duckdb.connect()
+    try:
+        con.register("frame", frame)
+        hexes = con.execute(f"SELECT left(md5({sql_str(salt + ':')} || length(u) || ':' || u || i),"
+                            " 16) FROM frame ORDER BY n").fetchnumpy()
+    finally:
+        con.close()
+    digits = next(iter(hexes.values()))
+    return np.frombuffer(bytes.fromhex("".join(digits.tolist())), dtype=">u8").astype(np.uint64)
+
+
+def rank_in_user(pairs: pd.DataFrame, salt: str) -> np.ndarray:
+    """0-based rank of each row among its user's rows, by :func:`pair_hash` (item id breaks a
+    tie), aligned to ``pairs``' rows whatever their order."""
+    key = pd.DataFrame({"u": pairs[C.user].astype(str).to_numpy(),
+                        "h": pair_hash(pairs, salt), "i": pairs[C.item].astype(str).to_numpy(),
+                        "row": np.arange(len(pairs))})
+    key = key.sort_values(["u", "h", "i"], kind="stable")
+    rank = np.empty(len(pairs), dtype=np.int64)
+    rank[key["row"].to_numpy()] = key.groupby("u", sort=False).cumcount().to_numpy()
+    return rank
+
+
 def make_split(events: Path, params: Params) -> Split:
     con = duckdb.connect()
-    src = f"read_parquet('{events}')"
+    src = f"read_parquet({sql_path(events)})"
     end = _end(con, src)
     sp = params.signals
     if params.split.strategy == "time":
         cutoff = end - timedelta(days=params.split.test_days)
-        c = f"TIMESTAMPTZ '{cutoff.isoformat()}'"
+        c = f"TIMESTAMPTZ {sql_str(cutoff.isoformat())}"
         train = con.sql(confidence_sql(sp, f"(SELECT * FROM {src} WHERE {C.ts} < {c})", cutoff)).df()
         test = con.sql(confidence_sql(sp, f"(SELECT * FROM {src} WHERE {C.ts} >= {c})", end)).df()
         seen = train[[C.user, C.item]].assign(_seen=True)
@@ -42,12 +90,10 @@ def make_split(events: Path, params: Params) -> Split:
         test = test[test["_seen"].isna()].drop(columns="_seen")
     else:
         pairs = con.sql(confidence_sql(sp, src, end)).df()
-        rng = np.random.default_rng(params.split.seed)
-        shuffled = pairs.iloc[rng.permutation(len(pairs))]
-        pos = shuffled.groupby(C.user).cumcount()
-        test = shuffled[pos < params.split.n_out]
-        train = shuffled[pos >= params.split.n_out]
+        out = rank_in_user(pairs, f"split:{params.split.seed}") < params.split.n_out
+        test, train = pairs[out], pairs[~out]
         cutoff = end
+    con.close()
     sort = [C.user, C.item]
     return Split(train.sort_values(sort).reset_index(drop=True),
                  test.sort_values(sort).reset_index(drop=True), cutoff)
@@ -58,8 +104,9 @@ def carve_validation(train: pd.DataFrame, params: Params) -> tuple[pd.DataFrame,
 
     time: pairs last seen in the final ``model.validation_days`` of the training period are
     the validation (an approximation: their earlier events are not replayed into the fit part);
-    leave_n_out: ``model.validation_n`` more random pairs per user, only from users who keep
-    at least one pair to fit on. The holdout is never looked at.
+    leave_n_out: the first ``model.validation_n`` pairs of each user by a seeded hash of
+    (user, item) (as the split itself), only from users who keep at least one pair to fit on.
+    The holdout is never looked at.
     """
     m = params.model
     if params.split.strategy == "time" and "last_ts" in train:
@@ -67,11 +114,37 @@ def carve_validation(train: pd.DataFrame, params: Params) -> tuple[pd.DataFrame,
         val_cut = ts.max() - timedelta(days=m.validation_days)
         is_val = (ts > val_cut).to_numpy()
     else:
-        rng = np.random.default_rng(params.split.seed + 1)
-        order = rng.permutation(len(train))
-        shuffled = train.iloc[order]
-        pos = shuffled.groupby(C.user).cumcount().to_numpy()
-        size = shuffled.groupby(C.user)[C.item].transform("size").to_numpy()
-        is_val = np.zeros(len(train), dtype=bool)
-        is_val[order] = (pos < m.validation_n) & (size > m.validation_n)
+        rank = rank_in_user(train, f"validation:{params.split.seed}")
+        size = train.groupby(C.user)[C.item].transform("size").to_numpy()
+        is_val = (rank < m.validation_n) & (size > m.validation_n)
     return (train[~is_val].reset_index(drop=True), train[is_val].reset_index(drop=True))
+
+
+def pair_fingerprint(pairs: pd.DataFrame) -> np.ndarray:
+    """Sorted distinct uint64 hashes of the (user, item) pairs of ``pairs``: what a registered
+    model keeps of its training data (8 bytes a pair) so that a later holdout can be checked
+    against it, whatever split produced either (the salt does not depend on the split)."""
+    return np.unique(pair_hash(pairs, "pair"))
+
+
+def save_fingerprint(directory: Path, pairs: pd.DataFrame) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / TRAINED_PAIRS_FILE, pair_fingerprint(pairs), allow_pickle=False)
+
+
+def load_fingerprint(directory: Path) -> np.ndarray | None:
+    """The fingerprint saved beside a model, or None (a version registered before they were)."""
+    f = directory / TRAINED_PAIRS_FILE
+    if not f.exists():
+        return None
+    try:
+        return np.load(f, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+
+
+def overlap(fingerprint: np.ndarray, pairs: pd.DataFrame) -> int:
+    """How many distinct (user, item) pairs of ``pairs`` are in ``fingerprint``."""
+    if pairs.empty or len(fingerprint) == 0:
+        return 0
+    return int(np.isin(pair_fingerprint(pairs), fingerprint, assume_unique=True).sum())
