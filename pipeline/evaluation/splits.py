@@ -22,11 +22,8 @@ import pandas as pd
 from pipeline.columns import Columns as C
 from pipeline.config import Params
 from pipeline.data.signals import confidence_sql
+from pipeline.evaluation.fingerprint import pair_hash
 from pipeline.io import sql_path, sql_str
-
-#: sorted uint64 fingerprints of the (user, item) pairs a model was fitted on, kept beside the
-#: artifact so the gate can check a later holdout against them (see :func:`pair_fingerprint`)
-TRAINED_PAIRS_FILE = "trained_pairs.npy"
 
 
 @dataclass(frozen=True)
@@ -39,28 +36,6 @@ class Split:
 def _end(con: duckdb.DuckDBPyConnection, src: str) -> datetime:
     (hi,) = con.execute(f"SELECT max({C.ts}) FROM {src}").fetchall()[0]
     return hi + timedelta(microseconds=1)
-
-
-def pair_hash(pairs: pd.DataFrame, salt: str) -> np.ndarray:
-    """One uint64 per row of ``pairs``: the first 8 bytes of md5(salt, user_id, item_id).
-
-    A pure function of the ids (standard md5, not an engine's internal hash), so the same pair
-    gets the same value on any machine, library version, thread count or row order. The user id
-    is length-prefixed, so no two (user, item) pairs share a key string.
-    """
-    if pairs.empty:
-        return np.zeros(0, dtype=np.uint64)
-    frame = pd.DataFrame({"n": np.arange(len(pairs)), "u": pairs[C.user].astype(str).to_numpy(),
-                          "i": pairs[C.item].astype(str).to_numpy()})
-    con = duckdb.connect()
-    try:
-        con.register("frame", frame)
-        hexes = con.execute(f"SELECT left(md5({sql_str(salt + ':')} || length(u) || ':' || u || i),"
-                            " 16) FROM frame ORDER BY n").fetchnumpy()
-    finally:
-        con.close()
-    digits = next(iter(hexes.values()))
-    return np.frombuffer(bytes.fromhex("".join(digits.tolist())), dtype=">u8").astype(np.uint64)
 
 
 def rank_in_user(pairs: pd.DataFrame, salt: str) -> np.ndarray:
@@ -118,33 +93,3 @@ def carve_validation(train: pd.DataFrame, params: Params) -> tuple[pd.DataFrame,
         size = train.groupby(C.user)[C.item].transform("size").to_numpy()
         is_val = (rank < m.validation_n) & (size > m.validation_n)
     return (train[~is_val].reset_index(drop=True), train[is_val].reset_index(drop=True))
-
-
-def pair_fingerprint(pairs: pd.DataFrame) -> np.ndarray:
-    """Sorted distinct uint64 hashes of the (user, item) pairs of ``pairs``: what a registered
-    model keeps of its training data (8 bytes a pair) so that a later holdout can be checked
-    against it, whatever split produced either (the salt does not depend on the split)."""
-    return np.unique(pair_hash(pairs, "pair"))
-
-
-def save_fingerprint(directory: Path, pairs: pd.DataFrame) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / TRAINED_PAIRS_FILE, pair_fingerprint(pairs), allow_pickle=False)
-
-
-def load_fingerprint(directory: Path) -> np.ndarray | None:
-    """The fingerprint saved beside a model, or None (a version registered before they were)."""
-    f = directory / TRAINED_PAIRS_FILE
-    if not f.exists():
-        return None
-    try:
-        return np.load(f, allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-
-
-def overlap(fingerprint: np.ndarray, pairs: pd.DataFrame) -> int:
-    """How many distinct (user, item) pairs of ``pairs`` are in ``fingerprint``."""
-    if pairs.empty or len(fingerprint) == 0:
-        return 0
-    return int(np.isin(pair_fingerprint(pairs), fingerprint, assume_unique=True).sum())
