@@ -13,7 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pipeline.columns import Columns as C
-from pipeline.evaluation.metrics import auc, per_user, summary
+from pipeline.evaluation.metrics import auc, per_user, precision_recall_curve, summary
 from pipeline.models.ranking import top_k
 
 PLOT_KS = (1, 3, 5, 10, 20)
@@ -64,12 +64,9 @@ def score_users(model, holdout: pd.DataFrame, train: pd.DataFrame, utok: dict, k
     recs_df = pd.concat(recs, ignore_index=True) if recs else top_k([], items, np.zeros((0, 0)), kmax)
     auc_by_user = pd.Series(np.concatenate(aucs) if aucs else [], index=users, dtype=float)
     warm = set(seen[C.user])
-    curve = []
-    for kk in PLOT_KS:
-        m = summary(recs_df, holdout, kk, n_catalogue)
-        curve.append({"k": kk, "precision": m[f"precision@{kk}"], "recall": m[f"recall@{kk}"]})
-    pu = per_user(recs_df, holdout, k)["precision"].sort_index()
-    return Scored(summary(recs_df, holdout, k, n_catalogue, auc_by_user, warm), curve, pu)
+    pu = per_user(recs_df, holdout, k)
+    return Scored(summary(recs_df, holdout, k, n_catalogue, auc_by_user, warm, users=pu),
+                  precision_recall_curve(recs_df, holdout, PLOT_KS), pu["precision"].sort_index())
 
 
 #: the headline of each model (``dvc metrics show``); segments stay in the details

@@ -67,15 +67,15 @@ def decide(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> di
     r = f"recall@{ev['k']}"
     cand, champ = ev[CANDIDATE], ev.get(CHAMPION)
     version = ev.get("champion_version")
-    if champ and ev.get("candidate_inputs") and ev.get("candidate_inputs") == ev.get("champion_inputs"):
-        return {"promote": None, "test": None,
-                "reason": f"unchanged rerun: same configuration and training data as champion "
-                          f"{version} ({p} {cand[p]:.4f} vs {champ[p]:.4f} is training noise)"}
     ref = CHAMPION if champ else POPULARITY
     test = paired_bootstrap(per_user[CANDIDATE], per_user[ref], gate.confidence, gate.resamples,
                             gate.seed)
     against = f"champion {version} {champ[p]:.4f}" if champ else f"popularity {ev[POPULARITY][p]:.4f}"
     head = f"{p} {cand[p]:.4f} vs {against}: {_interval(test)}"
+    if champ and ev.get("candidate_inputs") and ev.get("candidate_inputs") == ev.get("champion_inputs"):
+        return {"promote": None, "test": test,
+                "reason": f"unchanged rerun: same configuration and training data as champion "
+                          f"{version}, so any difference is training noise ({head})"}
     if test["low"] <= gate.min_delta:
         if not champ:
             return {"promote": POPULARITY, "test": test,

@@ -61,9 +61,17 @@ def _pairs(df: pd.DataFrame) -> set[tuple[str, str]]:
     return set(zip(df[C.user], df[C.item], strict=True))
 
 
-def test_same_data_same_holdout_in_any_process_thread_count_and_row_order(tmp_path):
+def test_same_data_same_holdout_in_any_process_thread_count_and_row_order(tmp_path, monkeypatch):
+    import duckdb
+
     ev = events()
-    h1, t1 = _split_in_process(tmp_path, ev, 1, "a")
+    src = tmp_path / "events.parquet"
+    ev.to_parquet(src, index=False)
+    connect = duckdb.connect
+    monkeypatch.setattr(duckdb, "connect", lambda *a, **k: connect(*a, **{**k, "config": {"threads": 1}}))
+    s1 = make_split(src, PARAMS)                                  # this process, one thread
+    monkeypatch.undo()
+    h1, t1 = s1.holdout, s1.train
     shuffled = ev.sample(frac=1.0, random_state=3).reset_index(drop=True)  # same data, other order
     h2, t2 = _split_in_process(tmp_path, shuffled, 4, "b")
     assert len(h1) > 1000

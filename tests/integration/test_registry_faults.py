@@ -123,6 +123,9 @@ def test_kill_at_every_boundary_keeps_champion_and_history_consistent(built_proj
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(KILLER)
     weak = popularity_champion(proj)
+    served = run(["recflow", "recommend", "u0000001", "-k", "5"], proj, hook)   # any family serves
+    assert served.returncode == 0 and f"model {weak}" in served.stdout, served.stderr
+    assert len([ln for ln in served.stdout.splitlines() if ln.strip()[:3].strip(". ").isdigit()]) == 5
     versions = "pipeline.registry.versions"
 
     # Inside promote (the command DVC runs). After the switch: consistent at once.
