@@ -58,9 +58,9 @@ def decide(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> di
     """The verdict on ``ev`` (the evaluation details) and each model's per-user precision@k.
 
     Returns {"promote": "candidate" | "popularity" | None, "reason": one line, "test": the
-    paired test or None}. Rules, in order: an unchanged rerun of the champion is refused; the
-    candidate must clear min_delta with the lower end of its interval over the champion (over
-    popularity when there is none); then recall and coverage may not drop by more than their
+    paired test}. Rules, in order: the candidate must clear min_delta with the lower end of its
+    interval over the champion (over popularity when there is none); an unchanged rerun of the
+    champion is refused even then; recall and coverage may not drop by more than their
     guardrails. A first candidate that does not clear popularity makes popularity the champion.
     """
     p = f"precision@{ev['k']}"
@@ -72,10 +72,8 @@ def decide(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> di
                             gate.seed)
     against = f"champion {version} {champ[p]:.4f}" if champ else f"popularity {ev[POPULARITY][p]:.4f}"
     head = f"{p} {cand[p]:.4f} vs {against}: {_interval(test)}"
-    if champ and ev.get("candidate_inputs") and ev.get("candidate_inputs") == ev.get("champion_inputs"):
-        return {"promote": None, "test": test,
-                "reason": f"unchanged rerun: same configuration and training data as champion "
-                          f"{version}, so any difference is training noise ({head})"}
+    rerun = bool(champ and ev.get("candidate_inputs")
+                 and ev.get("candidate_inputs") == ev.get("champion_inputs"))
     if test["low"] <= gate.min_delta:
         if not champ:
             return {"promote": POPULARITY, "test": test,
@@ -83,7 +81,12 @@ def decide(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> di
                               f"end not above min_delta {gate.min_delta}); popularity becomes the "
                               "champion"}
         return {"promote": None, "test": test,
-                "reason": f"{head}; lower end not above min_delta {gate.min_delta}"}
+                "reason": f"{head}; lower end not above min_delta {gate.min_delta}"
+                          + (f" (and an unchanged rerun of {version})" if rerun else "")}
+    if rerun:
+        return {"promote": None, "test": test,
+                "reason": f"unchanged rerun: same configuration and training data as champion "
+                          f"{version}, so the gain is training noise ({head})"}
     if champ and cand[r] < champ[r] - gate.max_recall_drop:
         return {"promote": None, "test": test,
                 "reason": f"guardrail: {r} {cand[r]:.4f} dropped more than "
