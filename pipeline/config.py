@@ -145,6 +145,9 @@ class EvaluateParams(_Frozen):
 
 
 class GateParams(_Frozen):
+    confidence: float = Field(0.95, gt=0, lt=1)
+    resamples: int = Field(2000, ge=100)
+    seed: int = 42
     min_delta: float = 0.001
     max_recall_drop: float = Field(0.02, ge=0)
     max_coverage_drop: float = Field(0.05, ge=0)
@@ -211,6 +214,9 @@ def load_params(path: Path | None = None) -> Params:
 #: the file names inside an event folder (data/events/, data/validated/)
 EVENTS_FILE = "events.parquet"
 ITEMS_FILE = "items.parquet"
+#: inside a model artifact / registered version: sorted uint64 fingerprints of the (user,
+#: item) pairs it was fitted on (``pipeline.evaluation.splits.pair_fingerprint``)
+TRAINED_PAIRS_FILE = "trained_pairs.npy"
 
 
 @dataclass(frozen=True)
@@ -351,12 +357,16 @@ class Paths:
 
     # ---- models -------------------------------------------------------------------------
     @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
     def candidate(self) -> Path:
-        return self.root / "models" / "candidate"
+        return self.models / "candidate"
 
     @property
     def registry(self) -> Path:
-        return self.root / "models" / "registry"
+        return self.models / "registry"
 
     # ---- reports, metrics, plots, logs --------------------------------------------------
     @property
@@ -392,6 +402,21 @@ class Paths:
         return self.reports / "promotion.json"
 
     @property
+    def train_report(self) -> Path:
+        """What train did (pairs, epochs, validation precision, seconds)."""
+        return self.reports / "train.json"
+
+    @property
+    def evaluation_details(self) -> Path:
+        """Every model's metrics with segments, the champion's scoring, the ALS setting."""
+        return self.reports / "evaluation_details.json"
+
+    @property
+    def per_user_precision(self) -> Path:
+        """precision@k of every holdout user for every model (the gate's paired test)."""
+        return self.reports / "per_user_precision.parquet"
+
+    @property
     def feature_asset_state(self) -> Path:
         """Fingerprint of the features last announced to the training DAG."""
         return self.reports / "feature_asset.json"
@@ -401,15 +426,11 @@ class Paths:
 
     @property
     def metrics(self) -> Path:
+        """The headline metrics (``dvc metrics show``): one small JSON per model."""
         return self.root / "metrics"
 
-    @property
-    def train_metrics(self) -> Path:
-        return self.metrics / "train.json"
-
-    @property
-    def evaluation_metrics(self) -> Path:
-        return self.metrics / "evaluation.json"
+    def model_metrics(self, model: str) -> Path:
+        return self.metrics / f"{model}.json"
 
     @property
     def plots(self) -> Path:

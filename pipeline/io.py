@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,14 +15,56 @@ from typing import Any
 
 import pandas as pd
 
+_STALE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale(parent: Path) -> list[str]:
+    """Remove the ``.<name>.tmp-<pid>`` / ``.<name>.old-<pid>`` leftovers of writers that were
+    killed (their pid is gone) from ``parent``; returns their names.
+
+    An ``.old`` copy whose target is missing (killed between the two renames of
+    :func:`atomic_dir`) is the last complete version: it is moved back instead.
+    """
+    removed: list[str] = []
+    if not parent.is_dir():
+        return removed
+    for p in sorted(parent.iterdir()):
+        m = _STALE.match(p.name)
+        if not m or _alive(int(m["pid"])):
+            continue
+        target = parent / m["name"]
+        if m["kind"] == "old" and not target.exists():
+            os.replace(p, target)
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p.name)
+    return removed
+
 
 @contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a fresh temp dir beside ``target``; on success it replaces ``target`` whole.
 
-    On any exception the temp dir is removed and ``target`` is untouched.
+    On any exception the temp dir is removed and ``target`` is untouched. Leftovers of a
+    killed earlier writer of the same folder are removed first (:func:`remove_stale`).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(target.parent)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -49,7 +49,9 @@ def render(n_samples: int = 3) -> str:
         out.append(line)
     if "promote" in results:
         r = results["promote"]
-        out.append(f"gate                    : {'PROMOTED ' + r['version'] if r['promoted'] else 'refused'} — {r['reason']}")
+        what = r.get("promoted_model") or "candidate"
+        verdict = f"PROMOTED {r['version']} ({what})" if r["promoted"] else "refused"
+        out.append(f"gate                    : {verdict} — {r['reason']}")
     champ = versions.champion(p.registry)
     out.append(f"champion                : {champ or 'none'}")
     if champ:

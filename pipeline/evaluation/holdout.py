@@ -6,21 +6,15 @@ matrix — no Python loop over (user, item) pairs.
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from pipeline.columns import Columns as C
-from pipeline.config import Params, Paths
-from pipeline.evaluation.metrics import auc, summary
-from pipeline.models.artifact import load_model
+from pipeline.evaluation.metrics import auc, per_user, precision_recall_curve, summary
 from pipeline.models.ranking import top_k
-from pipeline.models.tokens import user_tokens
-from pipeline.registry import versions
-
-log = logging.getLogger("recflow.evaluate")
 
 PLOT_KS = (1, 3, 5, 10, 20)
 
@@ -37,9 +31,23 @@ def _mask(pairs: pd.DataFrame, users: list[str], items: np.ndarray) -> sp.csr_ma
                          shape=(len(users), len(items)))
 
 
+@dataclass(frozen=True)
+class Scored:
+    metrics: dict          # headline metrics at k: overall, cold, warm
+    curve: list[dict]      # precision / recall at every plot k
+    per_user: pd.Series    # precision@k of every holdout user (index user_id, sorted)
+
+
 def score(model, holdout: pd.DataFrame, train: pd.DataFrame, utok: dict, k: int,
           n_catalogue: int, batch: int = 1024) -> tuple[dict, list[dict]]:
     """Headline metrics at k (overall, cold, warm), and precision/recall at every plot k."""
+    s = score_users(model, holdout, train, utok, k, n_catalogue, batch)
+    return s.metrics, s.curve
+
+
+def score_users(model, holdout: pd.DataFrame, train: pd.DataFrame, utok: dict, k: int,
+                n_catalogue: int, batch: int = 1024) -> Scored:
+    """:func:`score`, plus each holdout user's precision@k (what the gate's paired test reads)."""
     users = sorted(holdout[C.user].astype(str).unique())
     items = np.asarray(model.item_ids, dtype=object)
     kmax = max(k, *PLOT_KS)
@@ -56,38 +64,16 @@ def score(model, holdout: pd.DataFrame, train: pd.DataFrame, utok: dict, k: int,
     recs_df = pd.concat(recs, ignore_index=True) if recs else top_k([], items, np.zeros((0, 0)), kmax)
     auc_by_user = pd.Series(np.concatenate(aucs) if aucs else [], index=users, dtype=float)
     warm = set(seen[C.user])
-    curve = []
-    for kk in PLOT_KS:
-        m = summary(recs_df, holdout, kk, n_catalogue)
-        curve.append({"k": kk, "precision": m[f"precision@{kk}"], "recall": m[f"recall@{kk}"]})
-    return summary(recs_df, holdout, k, n_catalogue, auc_by_user, warm), curve
+    pu = per_user(recs_df, holdout, k)
+    return Scored(summary(recs_df, holdout, k, n_catalogue, auc_by_user, warm, users=pu),
+                  precision_recall_curve(recs_df, holdout, PLOT_KS), pu["precision"].sort_index())
 
 
-def score_champion(params: Params, paths: Paths) -> dict | None:
-    """The current champion's metrics on the current holdout (same protocol as the stage)."""
-    d = versions.champion_dir(paths.registry)
-    if d is None:
-        return None
-    train = pd.read_parquet(paths.train_pairs)
-    holdout = pd.read_parquet(paths.holdout_pairs)
-    utok = user_tokens(pd.read_parquet(paths.train_user_features), params.model.user_features)
-    metrics, _ = score(load_model(d), holdout, train, utok, params.evaluate.k,
-                       train[C.item].nunique())
-    return metrics
+#: the headline of each model (``dvc metrics show``); segments stay in the details
+HEADLINE = ("precision", "recall", "ndcg")
 
 
-def with_current_champion(ev: dict, params: Params, paths: Paths) -> dict:
-    """``ev`` (evaluation.json) with the champion *as it is now*.
-
-    The champion is state outside DVC's graph (evaluate cannot depend on promote's output), so
-    DVC may re-run promote alone — e.g. after a ``gate.*`` change or a rollback — on an
-    evaluation that scored another champion, or none. Then the current champion is re-scored
-    here on the same holdout, so the gate never compares against a stale record.
-    """
-    current = versions.champion(paths.registry)
-    if current == ev.get("champion_version"):
-        return ev
-    log.info("champion is %s but evaluation scored %s: re-scoring it on the same holdout",
-             current, ev.get("champion_version"))
-    return {**ev, "champion_version": current,
-            "champion": score_champion(params, paths) if current else None}
+def headline(metrics: dict, k: int) -> dict:
+    """The few figures a terminal shows per model: precision/recall/NDCG@k, AUC, coverage."""
+    return {**{f"{m}@{k}": metrics.get(f"{m}@{k}") for m in HEADLINE},
+            "auc": metrics.get("auc"), "coverage": metrics.get("coverage")}

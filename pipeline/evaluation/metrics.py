@@ -82,10 +82,12 @@ def _means(pu: pd.DataFrame, k: int, auc_by_user: pd.Series | None) -> dict:
 
 
 def summary(recs: pd.DataFrame, holdout: pd.DataFrame, k: int, n_catalogue: int,
-            auc_by_user: pd.Series | None = None, warm_users: set[str] | None = None) -> dict:
+            auc_by_user: pd.Series | None = None, warm_users: set[str] | None = None,
+            users: pd.DataFrame | None = None) -> dict:
     """Mean metrics over holdout users, catalogue coverage, and the same means for cold and
-    warm users (when ``warm_users`` — users with train history — is given)."""
-    pu = per_user(recs, holdout, k)
+    warm users (when ``warm_users`` — users with train history — is given). ``users``: the
+    :func:`per_user` table of the same arguments, when the caller already has it."""
+    pu = per_user(recs, holdout, k) if users is None else users
     out = _means(pu, k, auc_by_user)
     if pu.empty:
         out = {key: (0.0 if v is None else v) for key, v in out.items()}
@@ -95,4 +97,20 @@ def summary(recs: pd.DataFrame, holdout: pd.DataFrame, k: int, n_catalogue: int,
         warm = pu.index.isin(list(warm_users))
         out["warm"] = _means(pu[warm], k, auc_by_user)
         out["cold"] = _means(pu[~warm], k, auc_by_user)
+    return out
+
+
+def precision_recall_curve(recs: pd.DataFrame, holdout: pd.DataFrame, ks: tuple[int, ...]
+                           ) -> list[dict]:
+    """{k, precision, recall} at every k of ``ks`` in one pass: the same means as
+    :func:`summary` at each k (holdout users without a hit count as zeros)."""
+    rel = holdout[[C.user, C.item]].drop_duplicates()
+    n_rel = rel.groupby(C.user).size()
+    hits = recs[recs[C.rank] <= max(ks)][[C.user, C.item, C.rank]].merge(rel, on=[C.user, C.item])
+    out = []
+    for k in ks:
+        n_hit = hits[hits[C.rank] <= k].groupby(C.user).size().reindex(n_rel.index, fill_value=0)
+        n = n_hit.to_numpy(dtype=float)
+        out.append({"k": k, "precision": float((n / k).mean()) if len(n) else 0.0,
+                    "recall": float((n / np.minimum(n_rel.to_numpy(), k)).mean()) if len(n) else 0.0})
     return out

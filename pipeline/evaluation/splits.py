@@ -1,4 +1,13 @@
-"""Train/holdout splits: by time for event streams, leave-N-out per user for rating sets."""
+"""Train/holdout splits: by time for event streams, leave-N-out per user for rating sets.
+
+Both are pure functions of (data, params): the time split cuts at a time; leave-N-out ranks each
+user's positive pairs by a seeded md5 of (user, item) and holds out the first ``split.n_out``,
+so the same events give the same holdout on any machine, thread count and row order (never a
+permutation of a DuckDB result, whose row order changes with threads and load). New pairs only
+push the existing ones down the ranking, so new data never moves a training pair into the
+holdout (a held-out pair may move to train when a user gains a pair that ranks before it).
+The validation carve ranks the training pairs the same way with its own salt.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,7 @@ import pandas as pd
 from pipeline.columns import Columns as C
 from pipeline.config import Params
 from pipeline.data.signals import confidence_sql
+from pipeline.evaluation.fingerprint import pair_hash
 from pipeline.io import sql_path, sql_str
 
 
@@ -26,6 +36,18 @@ class Split:
 def _end(con: duckdb.DuckDBPyConnection, src: str) -> datetime:
     (hi,) = con.execute(f"SELECT max({C.ts}) FROM {src}").fetchall()[0]
     return hi + timedelta(microseconds=1)
+
+
+def rank_in_user(pairs: pd.DataFrame, salt: str) -> np.ndarray:
+    """0-based rank of each row among its user's rows, by :func:`pair_hash` (item id breaks a
+    tie), aligned to ``pairs``' rows whatever their order."""
+    key = pd.DataFrame({"u": pairs[C.user].astype(str).to_numpy(),
+                        "h": pair_hash(pairs, salt), "i": pairs[C.item].astype(str).to_numpy(),
+                        "row": np.arange(len(pairs))})
+    key = key.sort_values(["u", "h", "i"], kind="stable")
+    rank = np.empty(len(pairs), dtype=np.int64)
+    rank[key["row"].to_numpy()] = key.groupby("u", sort=False).cumcount().to_numpy()
+    return rank
 
 
 def make_split(events: Path, params: Params) -> Split:
@@ -43,12 +65,10 @@ def make_split(events: Path, params: Params) -> Split:
         test = test[test["_seen"].isna()].drop(columns="_seen")
     else:
         pairs = con.sql(confidence_sql(sp, src, end)).df()
-        rng = np.random.default_rng(params.split.seed)
-        shuffled = pairs.iloc[rng.permutation(len(pairs))]
-        pos = shuffled.groupby(C.user).cumcount()
-        test = shuffled[pos < params.split.n_out]
-        train = shuffled[pos >= params.split.n_out]
+        out = rank_in_user(pairs, f"split:{params.split.seed}") < params.split.n_out
+        test, train = pairs[out], pairs[~out]
         cutoff = end
+    con.close()
     sort = [C.user, C.item]
     return Split(train.sort_values(sort).reset_index(drop=True),
                  test.sort_values(sort).reset_index(drop=True), cutoff)
@@ -59,8 +79,9 @@ def carve_validation(train: pd.DataFrame, params: Params) -> tuple[pd.DataFrame,
 
     time: pairs last seen in the final ``model.validation_days`` of the training period are
     the validation (an approximation: their earlier events are not replayed into the fit part);
-    leave_n_out: ``model.validation_n`` more random pairs per user, only from users who keep
-    at least one pair to fit on. The holdout is never looked at.
+    leave_n_out: the first ``model.validation_n`` pairs of each user by a seeded hash of
+    (user, item) (as the split itself), only from users who keep at least one pair to fit on.
+    The holdout is never looked at.
     """
     m = params.model
     if params.split.strategy == "time" and "last_ts" in train:
@@ -68,11 +89,7 @@ def carve_validation(train: pd.DataFrame, params: Params) -> tuple[pd.DataFrame,
         val_cut = ts.max() - timedelta(days=m.validation_days)
         is_val = (ts > val_cut).to_numpy()
     else:
-        rng = np.random.default_rng(params.split.seed + 1)
-        order = rng.permutation(len(train))
-        shuffled = train.iloc[order]
-        pos = shuffled.groupby(C.user).cumcount().to_numpy()
-        size = shuffled.groupby(C.user)[C.item].transform("size").to_numpy()
-        is_val = np.zeros(len(train), dtype=bool)
-        is_val[order] = (pos < m.validation_n) & (size > m.validation_n)
+        rank = rank_in_user(train, f"validation:{params.split.seed}")
+        size = train.groupby(C.user)[C.item].transform("size").to_numpy()
+        is_val = (rank < m.validation_n) & (size > m.validation_n)
     return (train[~is_val].reset_index(drop=True), train[is_val].reset_index(drop=True))

@@ -1,12 +1,18 @@
 """The training set of a run, built once and saved in ``data/trainset/``: train / holdout
 positives (a pure function of the data and params), the validation slice carved out of the
-training period, and the features of every user and item as of the split cutoff (Feast's
-point-in-time join over the ``training`` service)."""
+training period, and the features of every user and item as of the split cutoff.
+
+Time split: Feast's point-in-time join over the ``training`` service (the snapshot at the
+cutoff holds only events before it). Leave-N-out has no such time: the only snapshot is at the
+end of the data and would count the held-out interactions, so the training features are
+computed here with the same snapshot SQL over the validated events *minus every event of a
+held-out pair*, as of one microsecond past the last of them: a held-out interaction changes
+no training feature."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 
@@ -16,6 +22,7 @@ from pipeline.config import Params, Paths
 from pipeline.errors import DataError
 from pipeline.evaluation.splits import carve_validation, make_split
 from pipeline.feature_store import store
+from pipeline.features import snapshots
 from pipeline.io import atomic_dir, write_json
 
 
@@ -37,6 +44,40 @@ def point_in_time(fs, ids: list[str], key: str, view: str, as_of: datetime) -> p
     return out.sort_values(key).reset_index(drop=True)
 
 
+def _on_ids(frame: pd.DataFrame, ids: list[str], key: str, as_of: datetime) -> pd.DataFrame:
+    """One row per id (nulls for an id without events), key and time first, as Feast returns."""
+    frame = frame.drop(columns=[C.ts]).assign(**{key: frame[key].astype(str)})
+    out = pd.DataFrame({key: ids}).merge(frame, on=key, how="left")
+    out.insert(1, C.ts, pd.Timestamp(as_of).tz_convert("UTC"))
+    out[C.ts] = out[C.ts].dt.as_unit("us")
+    return out.sort_values(key).reset_index(drop=True)
+
+
+def features_without_holdout(params: Params, paths: Paths, holdout: pd.DataFrame,
+                             users: list[str], items: list[str]
+                             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(user, item) features from every validated event except those of a held-out pair, as
+    of one microsecond past the last remaining event (the stage's own snapshot SQL)."""
+    con = snapshots.connect(params)
+    try:
+        snapshots.open_events(con, paths.validated)
+        con.register("held_out", holdout[[C.user, C.item]].astype(str))
+        con.sql(f"CREATE OR REPLACE TEMP VIEW ev_train AS SELECT * FROM ev ANTI JOIN held_out "
+                f"ON ev.{C.user}::VARCHAR = held_out.{C.user} "
+                f"AND ev.{C.item}::VARCHAR = held_out.{C.item}")
+        (last,) = con.execute(f"SELECT max({C.ts}) FROM ev_train").fetchall()[0]
+        if last is None:
+            raise DataError(f"{paths.validated_events}: every event belongs to a held-out pair; "
+                            "lower split.n_out.")
+        as_of = pd.Timestamp(last).tz_convert("UTC") + timedelta(microseconds=1)
+        wide = snapshots.make_pairs(con, "ev_train", [as_of], "train_pairs")
+        u = con.sql(snapshots.user_features_sql("ev_train", params, [as_of], "train_pairs", wide)).df()
+        i = con.sql(snapshots.item_features_sql("ev_train", params, [as_of], "train_pairs")).df()
+    finally:
+        con.close()
+    return _on_ids(u, users, C.user, as_of), _on_ids(i, items, C.item, as_of)
+
+
 def build(params: Params, paths: Paths) -> Trainset:
     events = paths.validated_events
     if not events.exists():
@@ -48,16 +89,21 @@ def build(params: Params, paths: Paths) -> Trainset:
     if fit.empty or validation.empty:
         raise DataError(f"{events}: the validation slice or what is left to fit on is empty; "
                         "change model.validation_days / model.validation_n.")
-    fs = store.open_store(paths)
     users = sorted(set(split.train[C.user]) | set(split.holdout[C.user]))
     items = sorted(set(split.train[C.item]))
     meta = {"cutoff": split.cutoff.isoformat(), "strategy": params.split.strategy,
             "train_pairs": len(split.train), "holdout_pairs": len(split.holdout),
             "fit_pairs": len(fit), "validation_pairs": len(validation),
             "users": len(users), "items": len(items)}
-    return Trainset(split.train, fit, validation, split.holdout,
-                    point_in_time(fs, users, C.user, Feast.user_view, split.cutoff),
-                    point_in_time(fs, items, C.item, Feast.item_view, split.cutoff), meta)
+    if params.split.strategy == "leave_n_out":
+        uf, itf = features_without_holdout(params, paths, split.holdout, users, items)
+        meta["features"] = "validated events minus the held-out pairs"
+    else:
+        fs = store.open_store(paths)
+        uf = point_in_time(fs, users, C.user, Feast.user_view, split.cutoff)
+        itf = point_in_time(fs, items, C.item, Feast.item_view, split.cutoff)
+        meta["features"] = "Feast point-in-time at the cutoff"
+    return Trainset(split.train, fit, validation, split.holdout, uf, itf, meta)
 
 
 def save(ts: Trainset, paths: Paths) -> None:

@@ -1,58 +1,133 @@
-"""The evaluation gate: promote a challenger only when it beats the champion on the same
-holdout, and the guardrails hold; with no champion it must beat popularity."""
+"""The evaluation gate: promote a challenger only when its gain over the champion on the same
+holdout is larger than the noise, and the guardrails hold; popularity is the floor.
+
+The noise is measured, not assumed: a seeded paired bootstrap over the holdout users'
+precision@k (candidate minus reference, user by user, resampled ``gate.resamples`` times)
+gives the gain's two-sided interval at ``gate.confidence``. The candidate wins only when the
+interval's lower end clears ``gate.min_delta``. Two runs of unchanged params differ by training
+noise that a user bootstrap does not see, so a candidate whose configuration and training data
+equal the champion's (the same ``inputs_sha256``) is refused outright.
+
+With no champion the reference is popularity; a candidate that does not clear it leaves
+popularity itself as the champion, so serving always has one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+
+import numpy as np
 
 from pipeline.config import GateParams
 
-
-def decide(ev: dict, gate: GateParams) -> tuple[bool, str]:
-    """Promote iff the challenger beats the champion (re-scored on the same holdout) by
-    ``min_delta`` and recall/coverage guardrails hold; with no champion it must beat popularity."""
-    k = ev["k"]
-    p = f"precision@{k}"
-    r = f"recall@{k}"
-    cand = ev["candidate"]
-    champ = ev.get("champion")
-    if not champ:
-        pop = ev["popularity"][p]
-        if cand[p] > pop:
-            return True, f"first model: {p} {cand[p]:.4f} beats popularity {pop:.4f}"
-        return False, f"first model: {p} {cand[p]:.4f} does not beat popularity {pop:.4f}"
-    need = champ[p] + gate.min_delta
-    if cand[p] < need - 1e-12:  # exactly champion + min_delta passes despite float rounding
-        return False, (f"{p} {cand[p]:.4f} < champion {champ[p]:.4f} + min_delta {gate.min_delta}")
-    if cand[r] < champ[r] - gate.max_recall_drop:
-        return False, f"guardrail: {r} {cand[r]:.4f} dropped more than {gate.max_recall_drop} below {champ[r]:.4f}"
-    if cand["coverage"] < champ["coverage"] - gate.max_coverage_drop:
-        return False, (f"guardrail: coverage {cand['coverage']:.4f} dropped more than "
-                       f"{gate.max_coverage_drop} below {champ['coverage']:.4f}")
-    return True, f"{p} {cand[p]:.4f} ≥ champion {champ[p]:.4f} + min_delta {gate.min_delta}"
+CANDIDATE, CHAMPION, POPULARITY = "candidate", "champion", "popularity"
 
 
-def decision(ev: dict, gate: GateParams) -> dict:
-    """The gate's record of one decision (``reports/promotion.json`` and the history line);
-    ``version`` is filled in by the caller once the candidate is registered."""
-    promote, reason = decide(ev, gate)
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, confidence: float, resamples: int,
+                     seed: int) -> dict:
+    """The mean of ``a - b`` (paired per user) and its percentile-bootstrap interval.
+
+    ``a`` and ``b`` hold one value per user, in the same (sorted) user order. Resampling draws
+    users with replacement, so the interval shows how much the gain depends on which users
+    happened to be held out. Example: a = [1, 0, 1, 1], b = [0, 0, 1, 0] → gain 0.5, and every
+    resample's mean lies in [0, 1]. No users → gain 0 and a [0, 0] interval.
+    """
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    n = len(d)
+    out = {"confidence": confidence, "resamples": resamples, "seed": seed, "users": n}
+    if n == 0:
+        return {**out, "gain": 0.0, "low": 0.0, "high": 0.0}
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    step = max(1, 2_000_000 // n)   # bounded memory: at most ~2M indices at once
+    for s in range(0, resamples, step):
+        c = min(step, resamples - s)
+        means[s:s + c] = d[rng.integers(0, n, size=(c, n))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return {**out, "gain": float(d.mean()), "low": float(low), "high": float(high)}
+
+
+def _interval(t: dict) -> str:
+    return (f"gain {t['gain']:+.4f}, {t['confidence']:.0%} interval "
+            f"[{t['low']:+.4f}, {t['high']:+.4f}] over {t['users']} users")
+
+
+def decide(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> dict:
+    """The verdict on ``ev`` (the evaluation details) and each model's per-user precision@k.
+
+    Returns {"promote": "candidate" | "popularity" | None, "reason": one line, "test": the
+    paired test}. Rules, in order: the candidate must clear min_delta with the lower end of its
+    interval over the champion (over popularity when there is none); an unchanged rerun of the
+    champion is refused even then; recall and coverage may not drop by more than their
+    guardrails. A first candidate that does not clear popularity makes popularity the champion.
+    """
     p = f"precision@{ev['k']}"
-    # Against the champion when there is one, else against popularity (the first-model rule).
-    ref = ev.get("champion") or ev["popularity"]
+    r = f"recall@{ev['k']}"
+    cand, champ = ev[CANDIDATE], ev.get(CHAMPION)
+    version = ev.get("champion_version")
+    ref = CHAMPION if champ else POPULARITY
+    test = paired_bootstrap(per_user[CANDIDATE], per_user[ref], gate.confidence, gate.resamples,
+                            gate.seed)
+    against = f"champion {version} {champ[p]:.4f}" if champ else f"popularity {ev[POPULARITY][p]:.4f}"
+    head = f"{p} {cand[p]:.4f} vs {against}: {_interval(test)}"
+    rerun = bool(champ and ev.get("candidate_inputs")
+                 and ev.get("candidate_inputs") == ev.get("champion_inputs"))
+    if test["low"] <= gate.min_delta:
+        if not champ:
+            return {"promote": POPULARITY, "test": test,
+                    "reason": f"popularity is the floor: no learned model beats it ({head}, lower "
+                              f"end not above min_delta {gate.min_delta}); popularity becomes the "
+                              "champion"}
+        return {"promote": None, "test": test,
+                "reason": f"{head}; lower end not above min_delta {gate.min_delta}"
+                          + (f" (and an unchanged rerun of {version})" if rerun else "")}
+    if rerun:
+        return {"promote": None, "test": test,
+                "reason": f"unchanged rerun: same configuration and training data as champion "
+                          f"{version}, so the gain is training noise ({head})"}
+    if champ and cand[r] < champ[r] - gate.max_recall_drop:
+        return {"promote": None, "test": test,
+                "reason": f"guardrail: {r} {cand[r]:.4f} dropped more than "
+                          f"{gate.max_recall_drop} below {champ[r]:.4f} ({head})"}
+    if champ and cand["coverage"] < champ["coverage"] - gate.max_coverage_drop:
+        return {"promote": None, "test": test,
+                "reason": f"guardrail: coverage {cand['coverage']:.4f} dropped more than "
+                          f"{gate.max_coverage_drop} below {champ['coverage']:.4f} ({head})"}
+    return {"promote": CANDIDATE, "test": test,
+            "reason": f"{head}; lower end above min_delta {gate.min_delta}"}
+
+
+def decision(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> dict:
+    """The gate's record of one decision (``reports/promotion.json`` and the history line);
+    ``version`` is filled in by the caller once the promoted model is registered."""
+    verdict = decide(ev, per_user, gate)
+    p = f"precision@{ev['k']}"
+    champ = ev.get(CHAMPION)
+    promoted = verdict["promote"]
+    ref = champ or ev[POPULARITY]
+    test = verdict["test"]
     return {
         "at": datetime.now(UTC).isoformat(),
-        "promoted": promote,
-        "reason": reason,
+        "promoted": promoted is not None,
+        "promoted_model": promoted,
+        "verdict": {CANDIDATE: "promote", POPULARITY: "popularity floor", None: "refuse"}[promoted],
+        "reason": verdict["reason"],
         "metric": p,
-        "challenger_score": ev["candidate"][p],
-        "champion_score": ev["champion"][p] if ev.get("champion") else None,
-        "compared_with": "champion" if ev.get("champion") else "popularity",
-        "delta": ev["candidate"][p] - ref[p],
+        "challenger_score": ev[CANDIDATE][p],
+        "champion_score": champ[p] if champ else None,
+        "compared_with": CHAMPION if champ else POPULARITY,
+        "delta": ev[CANDIDATE][p] - ref[p],
+        "gain": test["gain"] if test else None,
+        "interval": [test["low"], test["high"]] if test else None,
+        "test": {**test, "method": f"paired bootstrap over per-user {p}"} if test else None,
         "min_delta": gate.min_delta,
-        "candidate": ev["candidate"],
-        "champion": ev.get("champion"),
+        "candidate": ev[CANDIDATE],
+        "champion": champ,
         "champion_version": ev.get("champion_version"),
-        "popularity": ev["popularity"],
+        "champion_scoring": ev.get("champion_scoring"),
+        "popularity": ev[POPULARITY],
         "als": ev.get("als"),
         "version": None,
     }

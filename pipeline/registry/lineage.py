@@ -1,5 +1,5 @@
 """Lineage of a registered model: the DVC hash of the data it was trained on, the git
-revision of the code."""
+revision of the code, the split it was judged on and what it is (family, format)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import EVENTS_FILE
-from pipeline.io import file_sha256
+from pipeline.config import EVENTS_FILE, TRAINED_PAIRS_FILE, Params, Paths
+from pipeline.io import file_sha256, read_json
 
 
 def _sha(path: Path) -> str | None:
@@ -38,3 +38,36 @@ def git_rev(root: Path) -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def family(fmt: str | None) -> str | None:
+    """``recflow-lightfm-v1`` → ``lightfm``: the family a model format belongs to."""
+    if not fmt:
+        return None
+    name = fmt.removeprefix("recflow-")
+    return name.rsplit("-v", 1)[0] if "-v" in name else name
+
+
+def card(params: Params, paths: Paths, ev: dict, record: dict, meta: dict) -> dict:
+    """The card of a version about to be registered: what it is, how it scored, on which
+    holdout it was judged and which data and code it came from. ``meta`` is the artifact's
+    ``model.json``; ``record`` the gate's decision."""
+    which = record["promoted_model"]
+    trainset = read_json(paths.trainset_meta) if paths.trainset_meta.exists() else {}
+    return {
+        "model": {"family": family(meta.get("format")), "format": meta.get("format"),
+                  "promoted_as": which},
+        "metrics": ev[which],
+        "baselines": {"popularity": ev["popularity"], "als": ev.get("als")},
+        "config": meta.get("config"),
+        "params": params.model.model_dump(mode="json") if which == "candidate" else meta.get("config"),
+        "inputs_sha256": meta.get("inputs_sha256"),
+        "judged_on": {"split": params.split.model_dump(mode="json"),
+                      "holdout_pairs": trainset.get("holdout_pairs"),
+                      "gain": record.get("gain"), "interval": record.get("interval")},
+        "trained_on": {"pairs": trainset.get("train_pairs"), "fingerprints": TRAINED_PAIRS_FILE},
+        "data": data_hash(paths.root, paths.validated, paths.dvc_lock),
+        "git_rev": git_rev(paths.root),
+        "cutoff": trainset.get("cutoff"),
+        "registered_at": record["at"],
+    }

@@ -1,9 +1,15 @@
 """Model registry on disk: immutable versions, an atomic champion pointer, a decision log.
 
 models/registry/
-  versions/v0001/   model.npz, model.json, card.json (metrics, params, data hash, git rev)
+  versions/v0001/   model.npz, model.json, card.json (metrics, params, data hash, git rev),
+                    trained_pairs.npy (fingerprints of the pairs it was fitted on)
   champion.json     {"version": "v0001", ...}   ← replaced by rename, never edited in place
   history.jsonl     one gate decision / rollback per line
+
+Every switch of the pointer is recorded *before* it happens (a promotion's decision record, a
+rollback's record), so the history's last switch always names the champion or the one being
+switched to. :func:`recover` finishes a switch a crash interrupted, and :func:`rollback` reads
+the true previous champion off the history.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.errors import ChampionPointerError, RecflowError
-from pipeline.io import read_json, write_json
+from pipeline.io import read_json, remove_stale, write_json
 
 CHAMPION = "champion.json"
 _VERSION = re.compile(r"v\d+")  # what register() names: no path, no traversal
@@ -71,11 +77,13 @@ def champion_dir(registry: Path) -> Path | None:
 
 
 def register(registry: Path, candidate: Path, card: dict) -> str:
-    """Copy the candidate into a new immutable version (temp dir, then rename)."""
-    existing = list_versions(registry)
-    version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
+    """Copy the candidate into a new immutable version (temp dir, then rename). Temp folders
+    of killed runs (``.vNNNN.tmp-<pid>`` of a dead process) are removed first."""
     vdir = versions_dir(registry)
     vdir.mkdir(parents=True, exist_ok=True)
+    remove_stale(vdir)
+    existing = list_versions(registry)
+    version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
     tmp = vdir / f".{version}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(candidate, tmp)
@@ -93,9 +101,13 @@ def set_champion(registry: Path, version: str, reason: str) -> None:
 
 
 def log_decision(registry: Path, record: dict) -> None:
+    """Append one record to the history, flushed to disk before returning (a switch is
+    recorded before the pointer moves, so the record must not sit in a buffer)."""
     registry.mkdir(parents=True, exist_ok=True)
     with (registry / "history.jsonl").open("a") as f:
         f.write(json.dumps(record, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def history(registry: Path) -> list[dict]:
@@ -108,16 +120,66 @@ def card(registry: Path, version: str) -> dict:
     return read_json(f) if f.exists() else {}
 
 
+def switches(records: list[dict]) -> list[dict]:
+    """The history records that moved (or were about to move) the champion pointer, in order:
+    promotions, rollbacks and recovered switches."""
+    return [r for r in records if r.get("version") and
+            (r.get("promoted") or r.get("action") in ("rollback", "recovered"))]
+
+
+def _since(registry: Path) -> datetime | None:
+    try:
+        return datetime.fromisoformat(read_json(registry / CHAMPION)["since"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def recover(registry: Path) -> str | None:
+    """Make the pointer and the history agree after a crash; returns what it did, or None.
+
+    - the last switch record is newer than the pointer (killed between the record and the
+      switch): finish the switch it records;
+    - the pointer is newer than the last switch record (a registry written before switches
+      were recorded first, killed after the switch): record the switch it made.
+    Also removes the temp folders of killed registrations.
+    """
+    if versions_dir(registry).exists():
+        remove_stale(versions_dir(registry))
+    current = champion(registry)
+    moves = switches(history(registry))
+    last = moves[-1] if moves else None
+    if last is None and current is None or last is not None and last["version"] == current:
+        return None
+    now = datetime.now(UTC).isoformat()
+    since = _since(registry)
+    pointer_newer = last is None or (since is not None and
+                                     since > datetime.fromisoformat(last["at"]))
+    if current is not None and pointer_newer:
+        log_decision(registry, {"action": "recovered", "version": current, "at": now,
+                                "reason": "champion switch found without its record"})
+        return f"recorded the switch to {current}"
+    target = last["version"] if last else None
+    if target and (versions_dir(registry) / target / "model.npz").exists():
+        set_champion(registry, target, f"recovered: finishing the recorded switch to {target}")
+        return f"finished the recorded switch to {target}"
+    return None
+
+
 def rollback(registry: Path, version: str | None = None) -> str:
-    """Make ``version`` (default: the champion before the current one) the champion again."""
+    """Make ``version`` (default: the champion before the current one) the champion again.
+
+    The previous champion is the one the history's switches name before the current one; the
+    rollback is recorded before the pointer moves, like a promotion."""
+    recover(registry)
     current = champion(registry)
     if version is None:
-        promoted = [r["version"] for r in history(registry) if r.get("promoted") or r.get("action") == "rollback"]
-        earlier = [v for v in promoted if v != current]
+        earlier = [r["version"] for r in switches(history(registry))[:-1] if r["version"] != current]
         if not earlier:
             raise RecflowError(f"{registry}: no earlier champion to roll back to.")
         version = earlier[-1]
-    set_champion(registry, version, reason=f"rollback from {current}")
+    if not (versions_dir(registry) / version / "model.npz").exists():
+        raise RecflowError(f"{registry}: version '{version}' not found; see 'recflow models'.")
     log_decision(registry, {"action": "rollback", "version": version, "from": current,
                             "at": datetime.now(UTC).isoformat()})
+    set_champion(registry, version, reason=f"rollback from {current}")
     return version

@@ -1,39 +1,39 @@
 """Stage ``promote``: the evaluation gate (:mod:`pipeline.registry.gate`), then an atomic
-champion switch or a refusal; every decision is logged."""
+champion switch or a refusal. Every decision is logged, a promotion *before* the pointer
+moves, and a switch a crash interrupted is finished first (:func:`versions.recover`)."""
 
 from __future__ import annotations
 
 import logging
 
 from pipeline.config import Params, Paths
-from pipeline.evaluation.holdout import with_current_champion
-from pipeline.io import read_json, write_json
+from pipeline.evaluation import results
+from pipeline.evaluation.champion import promoted_artifact, with_current_champion
+from pipeline.io import write_json
+from pipeline.models.base import read_meta
 from pipeline.registry import versions
 from pipeline.registry.gate import decision
-from pipeline.registry.lineage import data_hash, git_rev
+from pipeline.registry.lineage import card
 
 log = logging.getLogger("recflow.promote")
 
 
 def run(params: Params, paths: Paths) -> dict:
-    ev = with_current_champion(read_json(paths.evaluation_metrics), params, paths)
-    record = decision(ev, params.gate)
+    recovered = versions.recover(paths.registry)
+    if recovered:
+        log.info("registry: %s", recovered)
+    ev, per_user = with_current_champion(*results.load(paths), params, paths)
+    record = decision(ev, {m: per_user[m].to_numpy() for m in per_user}, params.gate)
     if record["promoted"]:
-        card = {
-            "metrics": ev["candidate"],
-            "baselines": {"popularity": ev["popularity"], "als": ev.get("als")},
-            "params": params.model.model_dump(mode="json"),
-            "data": data_hash(paths.root, paths.validated, paths.dvc_lock),
-            "git_rev": git_rev(paths.root),
-            "cutoff": read_json(paths.trainset_meta)["cutoff"],
-            "registered_at": record["at"],
-        }
-        version = versions.register(paths.registry, paths.candidate, card)
-        versions.set_champion(paths.registry, version, record["reason"])
+        with promoted_artifact(record["promoted_model"], paths) as src:
+            version = versions.register(paths.registry, src,
+                                        card(params, paths, ev, record, read_meta(src)))
         record["version"] = version
-        log.info("promoted %s: %s", version, record["reason"])
+        versions.log_decision(paths.registry, record)   # recorded before the pointer moves
+        versions.set_champion(paths.registry, version, record["reason"])
+        log.info("promoted %s (%s): %s", version, record["promoted_model"], record["reason"])
     else:
+        versions.log_decision(paths.registry, record)
         log.info("not promoted: %s (champion stays %s)", record["reason"], ev.get("champion_version"))
-    versions.log_decision(paths.registry, record)
     write_json(paths.promotion_report, record)
     return record

@@ -1,5 +1,6 @@
-"""Stage ``train``: the training set (split, validation slice, point-in-time features from
-Feast) → LightFM WARP with early stopping → ``models/candidate/``."""
+"""Stage ``train``: the training set (split, validation slice, training-time features) →
+LightFM WARP with early stopping → ``models/candidate/`` (with the fingerprints of its
+training pairs and the hash of its inputs, which the gate reads)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tqdm import tqdm
 
 from pipeline.config import Params, Paths
 from pipeline.evaluation import trainset
+from pipeline.evaluation.fingerprint import inputs_sha256, write_artifact
 from pipeline.evaluation.validation import fit_early_stopping
 from pipeline.io import atomic_dir, write_csv, write_json
 from pipeline.models.tokens import item_tokens, user_tokens
@@ -30,9 +32,10 @@ def run(params: Params, paths: Paths) -> dict:
     secs = time.perf_counter() - t0
     trained = len(curve) + (best if params.model.refit else 0)
     with atomic_dir(paths.candidate) as tmp:
-        model.save(tmp, extra={"trained_at": datetime.now(UTC).isoformat(),
-                               "cutoff": ts.meta["cutoff"], "train_pairs": ts.meta["train_pairs"],
-                               "best_epoch": best})
+        write_artifact(model, tmp, ts.train, inputs_sha256(model.config(), ts.train, utok, itok),
+                       extra={"trained_at": datetime.now(UTC).isoformat(),
+                              "cutoff": ts.meta["cutoff"], "train_pairs": ts.meta["train_pairs"],
+                              "best_epoch": best})
         write_json(tmp / "curve.json", curve)
     write_csv(pd.DataFrame(curve), paths.validation_curve)
     stats = {"train_pairs": ts.meta["train_pairs"], "validation_pairs": len(ts.validation),
@@ -40,5 +43,5 @@ def run(params: Params, paths: Paths) -> dict:
              "epochs_run": len(curve), "best_epoch": best, "refit": params.model.refit,
              f"val_precision@{params.evaluate.k}": max(r["val_precision"] for r in curve),
              "seconds": round(secs, 2), "seconds_per_epoch": round(secs / max(1, trained), 3)}
-    write_json(paths.train_metrics, stats)
+    write_json(paths.train_report, stats)
     return stats

@@ -106,3 +106,15 @@ def test_summary_of_an_empty_holdout_is_zero_not_a_crash():
     s = summary(recs_of({}), empty, 10, n_catalogue=0, warm_users=set())
     assert s["precision@10"] == 0.0 and s["users"] == 0 and s["coverage"] == 0.0
     assert s["cold"]["users"] == 0 and s["cold"]["precision@10"] is None
+
+
+def test_precision_recall_curve_equals_summary_at_every_k():
+    from pipeline.evaluation.metrics import precision_recall_curve
+
+    rng = np.random.default_rng(0)
+    recs = recs_of({f"u{u}": [f"i{i}" for i in rng.choice(100, 20, replace=False)] for u in range(50)})
+    rel = rel_of({f"u{u}": [f"i{i}" for i in rng.choice(100, rng.integers(1, 15), replace=False)]
+                  for u in range(60)})    # 10 holdout users got no list: zeros
+    for row in precision_recall_curve(recs, rel, (1, 3, 5, 10, 20)):
+        m = summary(recs, rel, row["k"], 100)
+        assert (row["precision"], row["recall"]) == (m[f"precision@{row['k']}"], m[f"recall@{row['k']}"])

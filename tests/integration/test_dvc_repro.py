@@ -20,12 +20,14 @@ def test_dvc_repro_end_to_end(built_project):
                  "reports/validation.json", "plots/precision_at_k.csv"):
         assert (project / path).exists(), path
 
-    ev = json.loads((project / "metrics/evaluation.json").read_text())
+    ev = json.loads((project / "reports/evaluation_details.json").read_text())
     k = ev["k"]
     assert ev["candidate"][f"precision@{k}"] > ev["popularity"][f"precision@{k}"]
     champ = json.loads((project / "models/registry/champion.json").read_text())
     assert (project / "models/registry/versions" / champ["version"] / "model.npz").exists()
     assert "als" in ev and f"map@{k}" in ev["candidate"] and "cold" in ev["candidate"]
+    head = json.loads((project / "metrics/candidate.json").read_text())
+    assert head[f"precision@{k}"] == ev["candidate"][f"precision@{k}"]
     card = json.loads((project / "models/registry/versions" / champ["version"] / "card.json").read_text())
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     validated = next(o for o in lock["stages"]["validate"]["outs"] if o["path"] == "data/validated")
@@ -53,6 +55,29 @@ def test_dvc_repro_end_to_end(built_project):
     summary = sh(["recflow", "summary"], project)
     for word in ("ingest", "validate", "materialize", "precision@", "popularity", "champion"):
         assert word in summary.stdout
+
+
+def test_results_fit_a_terminal_and_diff_on_a_fresh_clone(built_project, tmp_path):
+    """`dvc metrics show` is one short row per model; after the run is committed, a fresh
+    clone's `dvc metrics diff` loads every metric of HEAD (on main a git-ignored metric file,
+    reports/materialize.json, made it say "failed to load some metrics for HEAD")."""
+    import subprocess
+
+    from tests.conftest import clone_built
+
+    proj = clone_built(built_project, tmp_path / "p")
+    shown = sh(["dvc", "metrics", "show"], proj)
+    lines = [ln for ln in shown.stdout.splitlines() if ln.strip()]
+    assert lines[0].split()[:2] == ["Path", "auc"] and len(lines) == 1 + 3 + ("champion" in shown.stdout)
+    assert max(map(len, lines)) <= 100, shown.stdout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    sh([*git, "add", "-A", "dvc.lock", "metrics", "plots"], proj)
+    sh([*git, "commit", "-qm", "a run"], proj)
+    fresh = tmp_path / "fresh"
+    subprocess.run(["git", "clone", "-q", str(proj), str(fresh)], check=True)
+    diff = sh(["dvc", "metrics", "diff", "--all"], fresh)
+    assert "failed to load" not in diff.stdout + diff.stderr, diff.stdout + diff.stderr
+    assert "metrics/candidate.json" in diff.stdout
 
 
 @pytest.mark.parametrize("lib", ["pipeline/models/ranking.py", "pipeline/data/signals.py",

@@ -1,8 +1,11 @@
 """The gate and the registry with real trained models on a planted-structure data set.
 
 A champion trained for a few epochs; a worse challenger (one epoch) must be refused with the
-champion byte-identical; a better one (more epochs) accepted; a crash between writing the
-version and switching the champion must leave the old champion served.
+champion byte-identical; a better one (more epochs) accepted; a retrain of the same
+configuration that only differs by its seed is noise and refused; a first model that does not
+beat popularity leaves popularity as the champion; a champion trained on another split is
+refitted, never scored on its own training pairs; a crash anywhere in promote leaves the
+champion served and the history true, so rollback restores the real previous champion.
 """
 
 from __future__ import annotations
@@ -16,9 +19,14 @@ import pytest
 
 from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
+from pipeline.evaluation.champion import REFIT
+from pipeline.evaluation.fingerprint import inputs_sha256, write_artifact
+from pipeline.evaluation.holdout import score_users
 from pipeline.evaluation.splits import carve_validation
 from pipeline.io import write_json
+from pipeline.models.artifact import load_model
 from pipeline.models.hybrid import LightFMRecommender
+from pipeline.models.popularity import Popularity
 from pipeline.registry import versions as registry
 from pipeline.stages import evaluate, promote
 
@@ -59,12 +67,19 @@ def root(tmp_path: Path) -> Paths:
     return paths
 
 
-def challenger(paths: Paths, epochs: int) -> None:
-    """Train a candidate for ``epochs`` epochs, evaluate it beside the champion."""
-    train = pd.read_parquet(paths.train_pairs)
-    params = PARAMS.model.model_copy(update={"epochs": epochs})
-    LightFMRecommender(params).fit(train).save(paths.candidate)
-    evaluate.run(PARAMS, paths)
+def challenger(paths: Paths, epochs: int, seed: int = 42, lr: float = 0.05,
+               fitted_on: pd.DataFrame | None = None, params: Params = PARAMS) -> None:
+    """Train a candidate for ``epochs`` epochs (on the train part unless ``fitted_on`` says
+    otherwise), saved as the train stage saves it, and evaluate it beside the champion."""
+    train = pd.read_parquet(paths.train_pairs) if fitted_on is None else fitted_on
+    mp = PARAMS.model.model_copy(update={"epochs": epochs, "seed": seed, "learning_rate": lr})
+    model = LightFMRecommender(mp).fit(train)
+    write_artifact(model, paths.candidate, train, inputs_sha256(model.config(), train, {}, {}))
+    evaluate.run(params, paths)
+
+
+def details(paths: Paths) -> dict:
+    return json.loads(paths.evaluation_details.read_text())
 
 
 def snapshot(reg: Path) -> dict[str, bytes]:
@@ -86,7 +101,7 @@ def test_gate_refuses_worse_accepts_better_and_keeps_history(root):
 
     before = snapshot(reg)
     challenger(root, epochs=1)                               # worse: one epoch
-    ev = json.loads((root.metrics / "evaluation.json").read_text())
+    ev = details(root)
     assert ev["champion_version"] == "v0001"                 # champion re-scored on this holdout
     assert ev["champion"]["precision@10"] == pytest.approx(card["metrics"]["precision@10"])
     worse = promote.run(PARAMS, root)
@@ -99,7 +114,7 @@ def test_gate_refuses_worse_accepts_better_and_keeps_history(root):
     challenger(root, epochs=10)                              # better
     better = promote.run(PARAMS, root)
     assert better["promoted"] and better["version"] == "v0002", better["reason"]
-    assert better["delta"] >= PARAMS.gate.min_delta
+    assert better["interval"][0] > PARAMS.gate.min_delta and better["verdict"] == "promote"
     assert registry.champion(reg) == "v0002"
     log = registry.history(reg)
     assert [r["promoted"] for r in log] == [True, False, True]
@@ -110,7 +125,7 @@ def test_gate_refuses_worse_accepts_better_and_keeps_history(root):
     assert registry.history(reg)[-1]["action"] == "rollback"
 
 
-def test_crash_between_register_and_switch_keeps_the_old_champion(root, monkeypatch):
+def test_crash_between_record_and_switch_keeps_the_old_champion_then_finishes(root, monkeypatch):
     reg = root.registry
     challenger(root, epochs=3)
     promote.run(PARAMS, root)
@@ -120,7 +135,7 @@ def test_crash_between_register_and_switch_keeps_the_old_champion(root, monkeypa
     challenger(root, epochs=10)
 
     def crash(*_a, **_k):
-        raise OSError("injected crash between register and set_champion")
+        raise OSError("injected crash between the record and set_champion")
 
     monkeypatch.setattr(registry, "set_champion", crash)
     with pytest.raises(OSError, match="injected"):
@@ -130,12 +145,39 @@ def test_crash_between_register_and_switch_keeps_the_old_champion(root, monkeypa
     assert registry.champion(reg) == "v0001"
     served = LightFMRecommender.load(registry.champion_dir(reg))   # old champion still served
     np.testing.assert_array_equal(served.scores(["u000"]), old_scores)
+    assert registry.history(reg)[-1]["version"] == "v0002"          # recorded before the switch
     # consistent: every visible version is complete, no temp dirs are visible as versions
     for v in registry.list_versions(reg):
         d = registry.versions_dir(reg) / v
         assert {"model.npz", "model.json", "card.json"} <= {p.name for p in d.iterdir()}
     monkeypatch.undo()
-    assert registry.rollback(reg, "v0001") == "v0001"
+    again = promote.run(PARAMS, root)          # the next run finishes the recorded switch first
+    assert registry.champion(reg) == "v0002" and not again["promoted"]
+    assert registry.rollback(reg) == "v0001"
+
+
+def test_crash_after_the_switch_keeps_the_history_true(root, monkeypatch):
+    """Seen on main: the record was written after the switch, a crash lost it, and a second
+    rollback then restored v0002 instead of the real previous champion v0004."""
+    reg = root.registry
+    for epochs in (1, 2, 3):
+        challenger(root, epochs=epochs, lr=0.02)
+        assert promote.run(PARAMS, root)["promoted"]
+    assert registry.champion(reg) == "v0003"
+    challenger(root, epochs=10)
+    switch = registry.set_champion
+
+    def switch_then_crash(*a, **k):
+        switch(*a, **k)
+        raise OSError("injected crash after the switch")
+
+    monkeypatch.setattr(registry, "set_champion", switch_then_crash)
+    with pytest.raises(OSError, match="injected"):
+        promote.run(PARAMS, root)
+    monkeypatch.undo()
+    assert registry.champion(reg) == "v0004"
+    assert registry.rollback(reg) == "v0003"
+    assert registry.rollback(reg) == "v0004"      # the champion before v0003 was v0004
 
 
 def test_crash_while_copying_a_version_leaves_no_partial_version(root, monkeypatch):
@@ -174,12 +216,77 @@ def test_cli_models_and_rollback(root, capsys, monkeypatch):
     assert registry.champion(root.registry) == "v0001"
 
 
+def test_an_unchanged_rerun_is_never_promoted_a_clearly_better_model_is(root):
+    reg = root.registry
+    challenger(root, epochs=3)
+    assert promote.run(PARAMS, root)["version"] == "v0001"
+    challenger(root, epochs=3)                        # the same run again
+    same = promote.run(PARAMS, root)
+    assert not same["promoted"] and "unchanged rerun of v0001" in same["reason"]
+    challenger(root, epochs=3, seed=43)               # same configuration, other training noise
+    noise = promote.run(PARAMS, root)
+    assert noise["delta"] >= PARAMS.gate.min_delta     # the old gate promoted this
+    assert not noise["promoted"] and noise["interval"][0] <= 0 <= noise["interval"][1]
+    challenger(root, epochs=10)                       # clearly better
+    better = promote.run(PARAMS, root)
+    assert better["promoted"] and better["interval"][0] > 0.02
+    assert registry.list_versions(reg) == ["v0001", "v0002"]
+
+
+def test_popularity_is_the_floor_when_no_model_beats_it(root):
+    reg = root.registry
+    challenger(root, epochs=1, lr=1e-4)               # barely trained: worse than popularity
+    ev = details(root)
+    assert ev["candidate"]["precision@10"] < ev["popularity"]["precision@10"]
+    rec = promote.run(PARAMS, root)
+    assert rec["promoted"] and rec["promoted_model"] == "popularity" and rec["version"] == "v0001"
+    assert rec["reason"].startswith("popularity is the floor") and "\n" not in rec["reason"]
+    assert registry.champion(reg) == "v0001"
+    card = registry.card(reg, "v0001")
+    assert card["model"] == {"family": "popularity", "format": Popularity.FORMAT,
+                             "promoted_as": "popularity"}
+    served = load_model(registry.champion_dir(reg))
+    assert isinstance(served, Popularity)
+    assert len(served.recommend(["u000", "someone-new"], 5)) == 10
+    challenger(root, epochs=10)                       # a real model later replaces the floor
+    assert promote.run(PARAMS, root)["version"] == "v0002"
+
+
+def test_a_champion_trained_on_another_split_is_never_scored_on_its_training_pairs(root):
+    """The champion saw this holdout (fitted on train + holdout, as under another split): the
+    gate refits its configuration on the current train part and scores that instead."""
+    reg = root.registry
+    k3 = PARAMS.model_copy(update={"evaluate": PARAMS.evaluate.model_copy(update={"k": 3})})
+    train, hold = pd.read_parquet(root.train_pairs), pd.read_parquet(root.holdout_pairs)
+    challenger(root, epochs=20, fitted_on=pd.concat([train, hold]), params=k3)
+    assert details(root)["candidate"]["precision@3"] > 0.8          # it knows the answers
+    assert promote.run(k3, root)["promoted"] and registry.champion(reg) == "v0001"
+
+    challenger(root, epochs=20, params=k3)                          # honest, same configuration
+    ev = details(root)
+    scoring = ev["champion_scoring"]
+    assert scoring["scored"] == REFIT and scoring["overlap_pairs"] == len(hold)
+    refit = LightFMRecommender(PARAMS.model.model_copy(update={"epochs": 20})).fit(train)
+    honest = score_users(refit, hold, train, {}, 3, train[C.item].nunique()).metrics
+    assert ev["champion"]["precision@3"] == pytest.approx(honest["precision@3"])
+    assert ev["champion"]["precision@3"] < 0.7
+    assert promote.run(k3, root)["champion_scoring"]["scored"] == REFIT
+
+
+def test_a_champion_that_never_saw_the_holdout_is_scored_as_registered(root):
+    challenger(root, epochs=3)
+    promote.run(PARAMS, root)
+    challenger(root, epochs=10)
+    scoring = details(root)["champion_scoring"]
+    assert scoring["scored"] == "as registered" and scoring["overlap_pairs"] == 0
+
+
 def test_promote_rescored_when_evaluation_saw_another_champion(root):
     """DVC may re-run promote alone (a gate.* change): the gate must compare against the
     champion as it is now, not the one (or none) that evaluation.json scored."""
     challenger(root, epochs=10)
     assert promote.run(PARAMS, root)["version"] == "v0001"
-    stale = json.loads((root.metrics / "evaluation.json").read_text())
+    stale = details(root)
     assert stale["champion_version"] is None  # scored before v0001 existed
     before = snapshot(root.registry)
     again = promote.run(PARAMS, root)  # same candidate, same stale evaluation
