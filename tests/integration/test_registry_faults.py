@@ -13,6 +13,7 @@ The kill is injected by a ``sitecustomize`` on PYTHONPATH that wraps one functio
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def run(args: list[str], cwd: Path, hook: Path, kill: str | None = None,
         group: bool = False) -> subprocess.CompletedProcess:
     """``args`` in its own session (a process group killed whole with ``group``)."""
     env = run_env(cwd)
-    env["PYTHONPATH"] = str(hook)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH")) if p)
     if kill:
         env["RECFLOW_KILL_AT"] = kill
     if group:
