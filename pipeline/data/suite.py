@@ -304,9 +304,11 @@ def check(df: pd.DataFrame, params: Params, now: datetime | None = None, *,
         if check_id == "readable":
             reasons[fresh] = df[C.parse_error].to_numpy()[fresh]
         elif check_id == "duplicate":
-            first = df[_DUP].to_numpy()[fresh]
-            reasons[fresh] = [("exact duplicate of an earlier event" if f == batch else
-                               f"exact duplicate of an event in batch {f}") for f in first]
+            first = pd.Categorical(df[_DUP].to_numpy()[fresh])  # few distinct batches
+            why = np.asarray([("exact duplicate of an earlier event" if f == batch else
+                               f"exact duplicate of an event in batch {f}")
+                              for f in first.categories], dtype=object)
+            reasons[fresh] = why[first.codes]
             by_dup[fresh] = True
         else:
             reasons[fresh] = _describe(cfg)
