@@ -297,15 +297,15 @@ def ingest(params: Params, paths: Paths) -> Ingested:
         new_man.files = {f"{entry['sha256'] or 'synthetic'}:{entry['loader'] or ''}": entry,
                          **new_man.files}
     elif not new and not drop and paths.events_file.exists():
-        old = pd.read_parquet(paths.events_file, columns=[C.user])
+        old = pd.read_parquet(paths.events_file, columns=[C.user, C.item])
         changed = new_man.to_json() != man.to_json()
-        return Ingested(None, None, new_man, {**summary, "new_events": 0, "events": len(old)},
+        return Ingested(None, None, new_man, {**summary, "new_events": 0, **_counts(old)},
                         reuse_events=changed)
     keep_batches = {e["batch"] for e in keep.values()}
     if keep_batches and paths.events_file.exists():
         old = pd.read_parquet(paths.events_file)
         if drop or not landing:
-            old = old[old[C.batch].astype(object).isin(keep_batches)]
+            old = old[old[C.batch].isin(keep_batches)]
         frames.append(old)
     taken = {e["batch"] for e in new_man.files.values()}
     for inp in new:
@@ -411,7 +411,7 @@ def forget(params: Params, paths: Paths, targets: list[str]) -> Ingested:
             chosen[k] = e
     events = pd.read_parquet(paths.events_file)
     gone = {e["batch"] for e in chosen.values()}
-    is_gone = events[C.batch].astype(object).isin(gone).to_numpy()
+    is_gone = events[C.batch].isin(gone).to_numpy()
     events = events[~is_gone].reset_index(drop=True)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     files = {k: e for k, e in man.files.items() if k not in chosen}

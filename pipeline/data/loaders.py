@@ -414,7 +414,7 @@ def canonical(df: pd.DataFrame) -> pd.DataFrame:
 def items_of(events: pd.DataFrame) -> pd.DataFrame:
     """Item metadata: each item's last known category (a batch without a category column,
     e.g. pushed events, never erases one), else ``unknown``."""
-    ids = pd.Index(events[C.item].dropna().astype(str).unique(), dtype=object)
+    ids = pd.Index(pd.Series(events[C.item].dropna().unique()).astype(str), dtype=object)
     cats = pd.Series("unknown", index=ids, dtype=object)
     if C.category in events.columns:
         known = events[[C.item, C.category]].dropna()
