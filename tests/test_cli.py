@@ -43,3 +43,15 @@ def test_bad_param_names_key_without_traceback(tmp_path):
 def test_k_out_of_range(tmp_path):
     p = recflow("recommend", "u1", "-k", "0")
     assert p.returncode == 2 and "between 1 and 100" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_ingest_forget_is_one_line_without_traceback(tmp_path):
+    d = yaml.safe_load((ROOT / "params.yaml").read_text())
+    d["ingest"]["source"] = "landing"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    assert "--forget" in recflow("ingest", "--help").stdout
+    p = recflow("--root", str(tmp_path), "ingest", "--forget", "b.csv")
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    (line,) = p.stderr.strip().splitlines()
+    assert "nothing ingested yet" in line

@@ -40,7 +40,7 @@ from pipeline.data.loaders import (
     CANONICAL,
     SUFFIXES,
     LoaderSpec,
-    _cat,
+    as_category,
     batch_name,
     canonical,
     items_of,
@@ -356,7 +356,7 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     for c in cols:
         parts = [f[c] if c in f.columns else pd.Series([None] * len(f), dtype=object) for f in frames]
         if all(isinstance(p.dtype, pd.CategoricalDtype) for p in parts):
-            out[c] = pd.Series(union_categoricals([_cat(p).array for p in parts]))
+            out[c] = pd.Series(union_categoricals([as_category(p).array for p in parts]))
         else:
             out[c] = pd.concat([p.reset_index(drop=True) for p in parts], ignore_index=True)
     return pd.DataFrame(out)

@@ -379,7 +379,7 @@ def load_file(path: Path, spec: LoaderSpec, batch: str) -> pd.DataFrame:
     return canonical(out)
 
 
-def _cat(s: pd.Series) -> pd.Series:
+def as_category(s: pd.Series) -> pd.Series:
     """Categorical with plain ``object`` categories, whatever came in: frames of different
     origins (a loader, the synthetic generator, pushed events, parquet read back) must
     concatenate without pandas' "dtype of categories must be the same"."""
@@ -396,16 +396,16 @@ def canonical(df: pd.DataFrame) -> pd.DataFrame:
     ``validate`` writes the validated table with plain string ids again."""
     out = pd.DataFrame(
         {
-            C.user: _cat(df[C.user]),
-            C.item: _cat(df[C.item]),
-            C.event: _cat(df[C.event]),
+            C.user: as_category(df[C.user]),
+            C.item: as_category(df[C.item]),
+            C.event: as_category(df[C.event]),
             C.ts: pd.to_datetime(df[C.ts], utc=True).dt.as_unit("us"),
             C.value: pd.to_numeric(df[C.value], errors="coerce").astype("float64"),
         }
     )
     for extra in (C.batch, C.category):
         if extra in df.columns:
-            out[extra] = _cat(df[extra])
+            out[extra] = as_category(df[extra])
     if C.parse_error in df.columns:
         out[C.parse_error] = df[C.parse_error].astype(object)
     return out
