@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pipeline.columns import Columns as C
-from pipeline.models.base import RecommenderBase, TokenMap
+from pipeline.models.base import History, RecommenderBase, TokenMap
 from pipeline.models.popularity import catalogue, popularity_scores
 
 
@@ -60,7 +60,8 @@ class ALS(RecommenderBase):
     def known(self, user: str) -> bool:
         return user in self._uidx
 
-    def scores(self, users: list[str], user_tokens: TokenMap | None = None) -> np.ndarray:
+    def scores(self, users: list[str], user_tokens: TokenMap | None = None,
+               history: History | None = None) -> np.ndarray:
         rows = np.asarray([self._uidx.get(u, -1) for u in users], dtype=np.int64)
         known = rows >= 0
         s = np.empty((len(users), len(self.item_ids)), dtype=np.float32)

@@ -19,6 +19,10 @@ import pandas as pd
 from pipeline.models.ranking import top_k
 
 TokenMap = dict[str, list[str]]
+#: user → the items they interacted with most recently, newest first (the online store's
+#: ``recent_items``). Families that can fold a user in from their items (ALS, EASE, a
+#: session-aware hybrid) use it; the others ignore it.
+History = dict[str, list[str]]
 #: an artifact folder: the scoring arrays and the JSON (format, config, ids, extras)
 ARRAYS_FILE = "model.npz"
 META_FILE = "model.json"
@@ -54,8 +58,10 @@ class RecommenderBase:
              **kw: Any) -> None:
         raise NotImplementedError
 
-    def scores(self, users: list[str], user_tokens: TokenMap | None = None) -> np.ndarray:
-        """(len(users) × len(item_ids)) scores, higher is better."""
+    def scores(self, users: list[str], user_tokens: TokenMap | None = None,
+               history: History | None = None) -> np.ndarray:
+        """(len(users) × len(item_ids)) scores, higher is better. ``history`` is what serving
+        read from the online store (and evaluation as of the cutoff): recent items per user."""
         raise NotImplementedError
 
     def config(self) -> dict:
@@ -94,11 +100,12 @@ class RecommenderBase:
         return False
 
     def recommend(self, users: list[str], k: int, exclude: dict[str, set[str]] | None = None,
-                  user_tokens: TokenMap | None = None, batch: int = 2048) -> pd.DataFrame:
+                  user_tokens: TokenMap | None = None, batch: int = 2048,
+                  history: History | None = None) -> pd.DataFrame:
         """Rows (user_id, item_id, score, rank) of each user's k best items not in
         ``exclude[user]``; scored ``batch`` users at a time so memory stays bounded."""
         parts = [top_k(users[s:s + batch], self.item_ids,
-                       self.scores(users[s:s + batch], user_tokens), k, exclude, self.item_index)
+                       self.scores(users[s:s + batch], user_tokens, history), k, exclude, self.item_index)
                  for s in range(0, len(users), batch)]
         return (pd.concat(parts, ignore_index=True) if parts
                 else top_k([], self.item_ids, np.zeros((0, 0)), k))

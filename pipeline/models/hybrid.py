@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from pipeline.columns import Columns as C
 from pipeline.config import ModelParams
-from pipeline.models.base import RecommenderBase, TokenMap
+from pipeline.models.base import History, RecommenderBase, TokenMap
 from pipeline.models.popularity import catalogue, popularity_scores
 
 
@@ -159,7 +159,8 @@ class LightFMRecommender(RecommenderBase):
         has = np.asarray(f.getnnz(axis=1) > 0)
         return np.asarray(f @ self.user_emb, dtype=np.float32), has
 
-    def scores(self, users: list[str], user_tokens: dict[str, list[str]] | None = None) -> np.ndarray:
+    def scores(self, users: list[str], user_tokens: TokenMap | None = None,
+               history: History | None = None) -> np.ndarray:
         """(len(users) × n_items) scores; users without signal get the popularity order."""
         reps, has = self.user_vectors(users, user_tokens)
         s = reps @ self.item_repr.T + self.item_bias[None, :]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.columns import Columns as C
-from pipeline.models.base import RecommenderBase, TokenMap
+from pipeline.models.base import History, RecommenderBase, TokenMap
 
 
 def popularity_scores(train: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
@@ -41,5 +41,6 @@ class Popularity(RecommenderBase):
         self.item_ids = catalogue(train, C.item)
         self.popularity = popularity_scores(train, self.item_ids)
 
-    def scores(self, users: list[str], user_tokens: TokenMap | None = None) -> np.ndarray:
+    def scores(self, users: list[str], user_tokens: TokenMap | None = None,
+               history: History | None = None) -> np.ndarray:
         return np.broadcast_to(self.popularity, (len(users), len(self.popularity)))

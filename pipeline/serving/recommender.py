@@ -122,13 +122,14 @@ class Recommender:
         feats, source = self.online_features(users)
         t1 = time.perf_counter()
         tokens: dict[str, list[str]] = {}
-        exclude: dict[str, set[str]] = {}
+        history: dict[str, list[str]] = {}
         if feats is not None:
             tokens = user_tokens(feats, self.params.model.user_features)
             for u, seen in zip(feats[C.user], feats.get(F.recent_items) or [], strict=False):
                 if seen:
-                    exclude[u] = set(recent.decode(seen))
-        idx, sc = top_k_indices(model.scores(users, tokens), k,
+                    history[u] = recent.decode(seen)
+        exclude = {u: set(items) for u, items in history.items()}
+        idx, sc = top_k_indices(model.scores(users, tokens, history), k,
                                 exclusion_cells(users, model.item_index, exclude))
         t2 = time.perf_counter()
         timings = {"lookup_ms": (t1 - t0) * 1e3, "scoring_ms": (t2 - t1) * 1e3}
