@@ -30,3 +30,9 @@ class ChampionPointerError(RecflowError):
 
     exit_code = 1
 
+
+
+class RefitFailed(RecflowError):
+    """The gate passed but the refit for serving failed or was refused; nothing changed."""
+
+    exit_code = 1

@@ -3,10 +3,17 @@ training data so that it can be.
 
 A registered model carries the fingerprints of the (user, item) pairs it was fitted on
 (:data:`~pipeline.evaluation.splits.TRAINED_PAIRS_FILE`). Before the champion is scored on
-the current holdout, those are checked against it: when any held-out pair was in the
-champion's training data (another split, a changed seed, data that was forgotten), or when
-the champion has no fingerprint (registered before they existed), its *configuration* is
-refitted on the current train part and that model is scored instead, whatever its family.
+the current holdout, those are checked against it, in order:
+
+1. the served artifact (the promoted configuration refit on all data,
+   :mod:`pipeline.evaluation.refit`) when none of its training pairs is held out — new data
+   since it was refit, say;
+2. else its pre-refit artifact (``judged/``, the one the gate judged), when none of *its*
+   training pairs is held out — the usual case: the refit saw the holdout, the judged
+   artifact was fitted on the same train part as the challenger;
+3. else (another split, a changed seed, data that was forgotten, or no fingerprint) its
+   *configuration* refitted on the current train part, whatever its family.
+
 The record says which was done and why.
 """
 
@@ -37,6 +44,7 @@ from pipeline.registry import versions
 log = logging.getLogger("recflow.evaluate")
 
 AS_REGISTERED = "as registered"
+PRE_REFIT = "pre-refit artifact (the one the gate judged)"
 REFIT = "configuration refitted on the current train part"
 
 
@@ -59,20 +67,9 @@ class Data:
                    pd.read_parquet(paths.train_user_features), itf)
 
 
-def _config_tokens(config: dict, data: Data) -> tuple[TokenMap, TokenMap]:
-    """The feature tokens a configuration asks for (none for families without features)."""
-    return (user_tokens(data.user_features, tuple(config.get("user_features", ()))),
-            item_tokens(data.item_features, tuple(config.get("item_features", ()))))
-
-
-def tokens_for(model: RecommenderBase, data: Data) -> TokenMap:
-    """The user tokens ``model`` was configured to read, from this run's features."""
-    return _config_tokens(model.config(), data)[0]
-
-
-def refit_configuration(directory: Path, data: Data) -> RecommenderBase:
-    """A fresh model of the artifact's family and configuration, fitted on this run's train
-    part for as many epochs as the artifact was (early stopping's best epoch)."""
+def configuration(directory: Path) -> tuple[type[RecommenderBase], dict]:
+    """The family and configuration of the artifact in ``directory``, with as many epochs as
+    it was trained for (early stopping's best epoch, when it kept one)."""
     meta = read_meta(directory)
     family = FAMILIES.get(meta.get("format"))  # type: ignore[arg-type]
     if family is None:
@@ -80,33 +77,81 @@ def refit_configuration(directory: Path, data: Data) -> RecommenderBase:
     config = dict(meta["config"])
     if meta.get("best_epoch") and "epochs" in config:
         config["epochs"] = int(meta["best_epoch"])
-    utok, itok = _config_tokens(config, data)
-    model = family.from_config(config).fit(data.train, utok, itok)
-    model.meta = {**meta, "refit_on": "current train part"}
+    return family, config
+
+
+def config_tokens(config: dict, user_features: pd.DataFrame, item_features: pd.DataFrame
+                  ) -> tuple[TokenMap, TokenMap]:
+    """The feature tokens a configuration asks for (none for families without features)."""
+    return (user_tokens(user_features, tuple(config.get("user_features", ()))),
+            item_tokens(item_features, tuple(config.get("item_features", ()))))
+
+
+def fit_configuration(directory: Path, pairs: pd.DataFrame, user_features: pd.DataFrame,
+                      item_features: pd.DataFrame) -> tuple[RecommenderBase, TokenMap, TokenMap]:
+    """A fresh model of the artifact's family and configuration fitted on ``pairs`` with the
+    tokens of these features; returns it with the tokens it was fitted with."""
+    family, config = configuration(directory)
+    utok, itok = config_tokens(config, user_features, item_features)
+    return family.from_config(config).fit(pairs, utok, itok), utok, itok
+
+
+def judged_artifact(version_dir: Path) -> Path:
+    """The artifact the gate scored for a version: ``judged/`` when the version was refit for
+    serving, else the version itself (registered before refits, or never refit)."""
+    d = version_dir / versions.JUDGED
+    return d if (d / "model.npz").is_file() else version_dir
+
+
+def tokens_for(model: RecommenderBase, data: Data) -> TokenMap:
+    """The user tokens ``model`` was configured to read, from this run's features."""
+    return config_tokens(model.config(), data.user_features, data.item_features)[0]
+
+
+def refit_configuration(directory: Path, data: Data) -> RecommenderBase:
+    """A fresh model of the artifact's family and configuration, fitted on this run's train
+    part for as many epochs as the artifact was (early stopping's best epoch)."""
+    model = fit_configuration(directory, data.train, data.user_features, data.item_features)[0]
+    model.meta = {**read_meta(directory), "refit_on": "current train part"}
     return model
+
+
+def _overlap(directory: Path, held: pd.DataFrame) -> int | None:
+    fp = load_fingerprint(directory)
+    return None if fp is None else overlap(fp, held)
 
 
 def judge(directory: Path, data: Data) -> tuple[RecommenderBase, dict]:
     """The model to score for the champion saved in ``directory`` and the record of why."""
     held = data.holdout[[C.user, C.item]].drop_duplicates()
-    fp = load_fingerprint(directory)
-    n = None if fp is None else overlap(fp, held)
+    n = _overlap(directory, held)
     info: dict = {"holdout_pairs": len(held), "overlap_pairs": n}
     if n == 0:
         return load_model(directory), {**info, "scored": AS_REGISTERED,
                                        "reason": "none of its training pairs is held out"}
     why = ("its card keeps no training-pair fingerprint" if n is None else
            f"{n} of the {len(held)} held-out pairs were in its training data")
+    judged = judged_artifact(directory)
+    if judged != directory:
+        m = _overlap(judged, held)
+        info["judged_overlap_pairs"] = m
+        if m == 0:
+            return load_model(judged), {
+                **info, "scored": PRE_REFIT,
+                "reason": f"its served refit was fitted on all data ({why}); none of the "
+                          "pre-refit artifact's training pairs is held out"}
+        why += (f"; and {m} in its pre-refit artifact's" if m is not None
+                else "; its pre-refit artifact keeps no fingerprint")
     log.info("champion: %s; refitting its configuration on the current train part", why)
-    return refit_configuration(directory, data), {**info, "scored": REFIT, "reason": why}
+    return refit_configuration(judged, data), {**info, "scored": REFIT, "reason": why}
 
 
 @dataclass(frozen=True)
 class Champion:
     version: str
     scored: Scored
-    info: dict            # how it was scored (as registered or refitted) and why
-    inputs: str | None    # inputs_sha256 of the registered champion
+    info: dict            # how it was scored (as registered, pre-refit, refitted) and why
+    inputs: str | None    # inputs_sha256 of the champion's judged artifact
 
 
 def score_champion(params: Params, paths: Paths, data: Data | None = None) -> Champion | None:
@@ -119,7 +164,8 @@ def score_champion(params: Params, paths: Paths, data: Data | None = None) -> Ch
     model, info = judge(d, data)
     scored = score_users(model, data.holdout, data.train, tokens_for(model, data),
                          params.evaluate.k, data.train[C.item].nunique())
-    return Champion(version, scored, info, read_meta(d).get("inputs_sha256"))
+    # the judged artifact's inputs: an unchanged rerun matches those, not the refit's
+    return Champion(version, scored, info, read_meta(judged_artifact(d)).get("inputs_sha256"))
 
 
 def with_current_champion(ev: dict, per_user: pd.DataFrame, params: Params, paths: Paths

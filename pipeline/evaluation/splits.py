@@ -74,6 +74,19 @@ def make_split(events: Path, params: Params) -> Split:
                  test.sort_values(sort).reset_index(drop=True), cutoff)
 
 
+def all_pairs(events: Path, params: Params) -> pd.DataFrame:
+    """Every positive pair of the data, its confidence as of the end: what the served model is
+    refit on after the gate (train ∪ holdout under leave-N-out; under the time split also the
+    holdout-period events of pairs first seen before the cutoff)."""
+    con = duckdb.connect()
+    try:
+        src = f"read_parquet({sql_path(events)})"
+        pairs = con.sql(confidence_sql(params.signals, src, _end(con, src))).df()
+    finally:
+        con.close()
+    return pairs.sort_values([C.user, C.item]).reset_index(drop=True)
+
+
 def carve_validation(train: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(fit part, validation) out of the training period, for early stopping and tuning.
 

@@ -10,6 +10,7 @@ import yaml
 
 from pipeline.config import EVENTS_FILE, TRAINED_PAIRS_FILE, Params, Paths
 from pipeline.io import file_sha256, read_json
+from pipeline.registry.versions import JUDGED
 
 
 def _sha(path: Path) -> str | None:
@@ -48,10 +49,12 @@ def family(fmt: str | None) -> str | None:
     return name.rsplit("-v", 1)[0] if "-v" in name else name
 
 
-def card(params: Params, paths: Paths, ev: dict, record: dict, meta: dict) -> dict:
+def card(params: Params, paths: Paths, ev: dict, record: dict, meta: dict,
+         served: dict | None = None) -> dict:
     """The card of a version about to be registered: what it is, how it scored, on which
-    holdout it was judged and which data and code it came from. ``meta`` is the artifact's
-    ``model.json``; ``record`` the gate's decision."""
+    holdout it was judged and which data and code it came from. ``meta`` is the judged
+    artifact's ``model.json``; ``record`` the gate's decision; ``served`` the lineage of the
+    refit on all data that serving loads (:mod:`pipeline.evaluation.refit`)."""
     which = record["promoted_model"]
     trainset = read_json(paths.trainset_meta) if paths.trainset_meta.exists() else {}
     return {
@@ -65,9 +68,23 @@ def card(params: Params, paths: Paths, ev: dict, record: dict, meta: dict) -> di
         "judged_on": {"split": params.split.model_dump(mode="json"),
                       "holdout_pairs": trainset.get("holdout_pairs"),
                       "gain": record.get("gain"), "interval": record.get("interval")},
-        "trained_on": {"pairs": trainset.get("train_pairs"), "fingerprints": TRAINED_PAIRS_FILE},
+        "trained_on": {"pairs": trainset.get("train_pairs"), "fingerprints": TRAINED_PAIRS_FILE,
+                       "artifact": f"{JUDGED}/" if served else "."},
+        "served": served,
         "data": data_hash(paths.root, paths.validated, paths.dvc_lock),
         "git_rev": git_rev(paths.root),
         "cutoff": trainset.get("cutoff"),
         "registered_at": record["at"],
     }
+
+
+def public(card: dict) -> dict:
+    """What ``GET /model`` shows of a card: the model, its metrics and both lineages — the
+    holdout it was judged on (and the train part the judged artifact was fitted on), and the
+    data the served refit was fitted on."""
+    return {"model": card.get("model"), "metrics": card.get("metrics"),
+            "baselines": card.get("baselines"), "params": card.get("params"),
+            "lineage": {"data": card.get("data"), "git_rev": card.get("git_rev"),
+                        "cutoff": card.get("cutoff"), "registered_at": card.get("registered_at"),
+                        "judged_on": card.get("judged_on"), "trained_on": card.get("trained_on"),
+                        "served": card.get("served")}}

@@ -2,7 +2,10 @@
 
 models/registry/
   versions/v0001/   model.npz, model.json, card.json (metrics, params, data hash, git rev),
-                    trained_pairs.npy (fingerprints of the pairs it was fitted on)
+                    trained_pairs.npy (fingerprints of the pairs it was fitted on): the served
+                    model, the promoted configuration refit on all data
+    judged/         the artifact the gate judged (fitted on the train part), kept so that a
+                    later gate can score the champion on data it was not fitted on
   champion.json     {"version": "v0001", ...}   ← replaced by rename, never edited in place
   history.jsonl     one gate decision / rollback per line
 
@@ -25,6 +28,7 @@ from pipeline.errors import ChampionPointerError, RecflowError
 from pipeline.io import read_json, remove_stale, write_json
 
 CHAMPION = "champion.json"
+JUDGED = "judged"   # a version's sub-folder: the pre-refit artifact the gate scored
 _VERSION = re.compile(r"v\d+")  # what register() names: no path, no traversal
 
 
@@ -76,9 +80,11 @@ def champion_dir(registry: Path) -> Path | None:
     return versions_dir(registry) / v if v else None
 
 
-def register(registry: Path, candidate: Path, card: dict) -> str:
-    """Copy the candidate into a new immutable version (temp dir, then rename). Temp folders
-    of killed runs (``.vNNNN.tmp-<pid>`` of a dead process) are removed first."""
+def register(registry: Path, candidate: Path, card: dict, judged: Path | None = None) -> str:
+    """Copy the candidate (the served artifact) into a new immutable version, and ``judged``
+    (the artifact the gate scored, when it differs) into its ``judged/`` (temp dir, then
+    rename). Temp folders of killed runs (``.vNNNN.tmp-<pid>`` of a dead process) are
+    removed first."""
     vdir = versions_dir(registry)
     vdir.mkdir(parents=True, exist_ok=True)
     remove_stale(vdir)
@@ -87,6 +93,8 @@ def register(registry: Path, candidate: Path, card: dict) -> str:
     tmp = vdir / f".{version}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(candidate, tmp)
+    if judged is not None:
+        shutil.copytree(judged, tmp / JUDGED)
     write_json(tmp / "card.json", {**card, "version": version})
     os.replace(tmp, vdir / version)
     return version

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
-from pipeline.evaluation.champion import REFIT
-from pipeline.evaluation.fingerprint import inputs_sha256, write_artifact
+from pipeline.errors import RefitFailed
+from pipeline.evaluation.champion import PRE_REFIT, REFIT
+from pipeline.evaluation.fingerprint import inputs_sha256, load_fingerprint, overlap, write_artifact
 from pipeline.evaluation.holdout import score_users
 from pipeline.evaluation.splits import carve_validation
 from pipeline.io import write_json
@@ -30,13 +32,15 @@ from pipeline.models.popularity import Popularity
 from pipeline.registry import versions as registry
 from pipeline.stages import evaluate, promote
 
-PARAMS = Params.model_validate({
+RAW = {
     "signals": {"weights": {"view": 1.0}},
-    "model": {"no_components": 8, "num_threads": 1, "learning_rate": 0.05},
+    "model": {"no_components": 8, "num_threads": 1, "learning_rate": 0.05,
+              "user_features": [], "item_features": []},   # identity only, as challenger fits
     "baselines": {"als": {"factors": [8], "regularization": [0.01], "iterations": 5}},
     "split": {"strategy": "leave_n_out"},
     "gate": {"min_delta": 0.001, "max_recall_drop": 0.02, "max_coverage_drop": 0.05},
-})
+}
+PARAMS = Params.model_validate(RAW)
 
 
 def planted(n_users: int = 300, n_items: int = 120, groups: int = 6, per_user: int = 14,
@@ -53,10 +57,20 @@ def planted(n_users: int = 300, n_items: int = 120, groups: int = 6, per_user: i
     return df[~df.out].drop(columns="out"), df[df.out].drop(columns="out")
 
 
+def as_events(pairs: pd.DataFrame) -> pd.DataFrame:
+    """One view per pair, a minute apart: the validated events the refit for serving reads."""
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    return pd.DataFrame({C.user: pairs[C.user].to_numpy(), C.item: pairs[C.item].to_numpy(),
+                         C.event: "view", C.value: np.nan,
+                         C.ts: t0 + pd.to_timedelta(np.arange(len(pairs)), unit="min")})
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Paths:
     paths = Paths(tmp_path)
     train, hold = planted()
+    paths.validated.mkdir(parents=True)
+    as_events(pd.concat([train, hold])).to_parquet(paths.validated_events, index=False)
     paths.trainset.mkdir(parents=True)
     fit, validation = carve_validation(train, PARAMS)
     for frame, f in ((train, paths.train_pairs), (hold, paths.holdout_pairs),
@@ -273,12 +287,86 @@ def test_a_champion_trained_on_another_split_is_never_scored_on_its_training_pai
     assert promote.run(k3, root)["champion_scoring"]["scored"] == REFIT
 
 
-def test_a_champion_that_never_saw_the_holdout_is_scored_as_registered(root):
+def test_the_gate_scores_the_pre_refit_artifact_never_the_refit_that_saw_the_holdout(root):
+    """The served model is refit on train + holdout; the next gate on the same holdout scores
+    the judged (pre-refit) artifact, whose training pairs are not held out."""
+    reg = root.registry
+    challenger(root, epochs=3)
+    first = promote.run(PARAMS, root)
+    vdir = registry.champion_dir(reg)
+    train, hold = pd.read_parquet(root.train_pairs), pd.read_parquet(root.holdout_pairs)
+    assert overlap(load_fingerprint(vdir), hold) == len(hold)             # the refit saw it
+    assert overlap(load_fingerprint(vdir / registry.JUDGED), hold) == 0   # the judged did not
+    assert first["served"]["pairs"] == len(train) + len(hold) == registry.card(reg, "v0001")[
+        "served"]["pairs"]
+
+    challenger(root, epochs=10)
+    ev = details(root)
+    scoring = ev["champion_scoring"]
+    assert scoring["scored"] == PRE_REFIT, scoring
+    assert scoring["overlap_pairs"] == len(hold) and scoring["judged_overlap_pairs"] == 0
+    assert ev["champion"]["precision@10"] == pytest.approx(first["challenger_score"])
+    served = score_users(load_model(vdir), hold, train, {}, 10, train[C.item].nunique()).metrics
+    assert served["precision@10"] > ev["champion"]["precision@10"] + 0.05   # what it would inflate to
+    assert promote.run(PARAMS, root)["champion_scoring"]["scored"] == PRE_REFIT   # in the record
+
+
+def test_a_champion_whose_refit_never_saw_the_holdout_is_scored_as_registered(root):
+    """New data since the refit: a holdout of pairs the served artifact never saw is scored
+    on the served artifact itself."""
     challenger(root, epochs=3)
     promote.run(PARAMS, root)
+    train, hold = pd.read_parquet(root.train_pairs), pd.read_parquet(root.holdout_pairs)
+    seen = set(zip(pd.concat([train, hold])[C.user], pd.concat([train, hold])[C.item], strict=True))
+    fresh = [(u, f"i{j:03d}") for u in sorted(set(train[C.user])) for j in range(int(u[1:]) % 6, 120, 6)
+             if (u, f"i{j:03d}") not in seen][::3]
+    pd.DataFrame(fresh, columns=[C.user, C.item]).assign(**{C.confidence: 1.0}).to_parquet(
+        root.holdout_pairs, index=False)
     challenger(root, epochs=10)
     scoring = details(root)["champion_scoring"]
     assert scoring["scored"] == "as registered" and scoring["overlap_pairs"] == 0
+
+
+def test_a_refit_that_crashes_or_is_refused_leaves_the_champion_unchanged(root, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    reg = root.registry
+    challenger(root, epochs=3)
+    assert promote.run(PARAMS, root)["version"] == "v0001"
+    (root.models / ".serving.tmp-999999999").mkdir()       # left by a killed refit
+    before = snapshot(reg)
+    challenger(root, epochs=10)                             # clearly better: the gate passes
+
+    def crash(*_a, **_k):
+        raise MemoryError("injected crash in the refit")
+
+    with monkeypatch.context() as m:
+        m.setattr(LightFMRecommender, "_fit", crash)
+        with pytest.raises(RefitFailed, match="injected crash"):
+            promote.run(PARAMS, root)
+        m.setenv("RECFLOW_ROOT", str(root.root))
+        root.params.write_text(yaml.safe_dump(RAW))
+        capsys.readouterr()
+        assert main(["--root", str(root.root), "promote"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "refit for serving failed" in err and len(err.splitlines()) == 1
+    assert snapshot(reg) == before and registry.champion(reg) == "v0001"
+    last = registry.history(reg)[-1]
+    assert last["verdict"] == "refit failed" and not last["promoted"] and last["version"] is None
+    assert "the gate passed" in last["reason"]
+    assert json.loads(root.promotion_report.read_text())["verdict"] == "refit failed"
+    assert not [p.name for p in root.models.iterdir() if p.name.startswith(".")]   # no temp left
+
+    def diverged(self, users, *_a, **_k):
+        return np.full((len(users), len(self.item_ids)), np.nan, dtype=np.float32)
+
+    with monkeypatch.context() as m:
+        m.setattr(LightFMRecommender, "scores", diverged)
+        with pytest.raises(RefitFailed, match="refit refused: its scores are not finite"):
+            promote.run(PARAMS, root)
+    assert snapshot(reg) == before and registry.champion(reg) == "v0001"
+    assert promote.run(PARAMS, root)["version"] == "v0002"  # the same verdict, refit healthy
+    assert registry.rollback(reg) == "v0001"                # the history's switches stay true
 
 
 def test_promote_rescored_when_evaluation_saw_another_champion(root):
