@@ -97,8 +97,12 @@ def _models(args: argparse.Namespace) -> int:
         p = next((f"{k}={x:.4f}" for k, x in m.items() if k.startswith("precision@")), "")
         data = c.get("data") or {}
         h = (data.get("md5") or data.get("sha256") or "")[:10]
+        # both lineages: pairs the judged artifact was fit on / judged on, and the served refit's
+        pairs = (f"  fit={(c.get('trained_on') or {}).get('pairs', '?')}"
+                 f" held={(c.get('judged_on') or {}).get('holdout_pairs', '?')}"
+                 f" served={(c.get('served') or {}).get('pairs', 'same')}")
         print(f"{'*' if v == champ else ' '} {v}  {c.get('registered_at', '')[:19]}  {p}  "
-              f"data={h or '?'}  git={(c.get('git_rev') or '?')[:8]}")
+              f"data={h or '?'}  git={(c.get('git_rev') or '?')[:8]}{pairs}")
     return 0
 
 

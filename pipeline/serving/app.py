@@ -27,7 +27,7 @@ from pipeline.config import Params, Paths, load_params
 from pipeline.config import paths as project_paths
 from pipeline.errors import DataError, RecflowError
 from pipeline.features import push
-from pipeline.registry import versions
+from pipeline.registry import lineage, versions
 from pipeline.serving.recommender import NoModel, Recommendation, Recommender
 
 log = logging.getLogger("recflow.serving")
@@ -199,9 +199,7 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
     def model() -> dict:
         r = rec()
         card = versions.card(p.registry, r.version) if r.version else {}
-        return {"version": r.version, "metrics": card.get("metrics"), "baseline": card.get("baseline"),
-                "params": card.get("params"),
-                "lineage": {k: card.get(k) for k in ("data_sha256", "data_dvc_md5", "git_rev", "cutoff", "registered_at")}}
+        return {"version": r.version, **lineage.public(card)}
 
     @app.post("/admin/reload")
     def reload() -> JSONResponse:

@@ -32,6 +32,12 @@ def test_dvc_repro_end_to_end(built_project):
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     validated = next(o for o in lock["stages"]["validate"]["outs"] if o["path"] == "data/validated")
     assert card["data"]["md5"] == validated["md5"]     # the DVC hash of the training data
+    vdir = project / "models/registry/versions" / champ["version"]
+    assert (vdir / "judged/model.npz").exists()        # what the gate judged, beside the refit
+    promo = json.loads((project / "reports/promotion.json").read_text())
+    assert promo["served"] == card["served"] and card["served"]["seconds"] > 0
+    assert card["served"]["pairs"] > card["trained_on"]["pairs"]   # refit on train + holdout
+    assert card["served"]["features_as_of"] > card["cutoff"]       # with the serving features
     curve = (project / "plots/validation_curve.csv").read_text().splitlines()
     assert curve[0].startswith("epoch") and len(curve) > 1
     plots = sh(["dvc", "plots", "show", "-o", "plots_html"], project)

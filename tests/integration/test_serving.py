@@ -125,7 +125,10 @@ def test_health_ready_model(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["online_store"] is True
     m = client.get("/model").json()
-    assert m["version"] and m["metrics"] and "data_sha256" in m["lineage"]
+    assert m["version"] and m["metrics"] and m["baselines"]["popularity"]
+    lin = m["lineage"]      # both lineages: the judged artifact's data and the served refit's
+    assert lin["data"]["md5"] and lin["judged_on"]["holdout_pairs"] > 0
+    assert lin["served"]["pairs"] > lin["trained_on"]["pairs"] > 0
 
 
 def test_online_store_unreachable_falls_back_to_popularity(built_project, tmp_path):

@@ -77,7 +77,8 @@ def root(tmp_path: Path) -> Paths:
                      (fit, paths.fit_pairs), (validation, paths.validation_pairs)):
         frame.to_parquet(f, index=False)
     pd.DataFrame({C.user: sorted(set(train[C.user]))}).to_parquet(paths.train_user_features)
-    write_json(paths.trainset_meta, {"cutoff": "2026-01-01T00:00:00+00:00"})
+    write_json(paths.trainset_meta, {"cutoff": "2026-01-01T00:00:00+00:00",
+                                     "train_pairs": len(train), "holdout_pairs": len(hold)})
     return paths
 
 
@@ -222,6 +223,7 @@ def test_cli_models_and_rollback(root, capsys, monkeypatch):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and out[0].split()[0] == "v0001" and out[1].split()[:2] == ["*", "v0002"]
     assert all("precision@10=" in ln and "data=" in ln for ln in out)
+    assert all("fit=3000 held=1200 served=4200" in ln for ln in out), out   # both lineages
     assert main(["--root", str(root.root), "rollback"]) == 0
     assert "champion is now v0001" in capsys.readouterr().out
     assert main(["--root", str(root.root), "rollback", "v0009"]) == 1
