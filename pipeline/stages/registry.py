@@ -38,8 +38,8 @@ STAGES: tuple[Stage, ...] = (
           TRAINING_DAG, "train", 60),
     Stage("evaluate", "candidate vs popularity vs champion on the same holdout → metrics/",
           TRAINING_DAG, "evaluate", 30),
-    Stage("promote", "evaluation gate; promote the candidate to champion when it wins",
-          TRAINING_DAG, "promote", 10),
+    Stage("promote", "evaluation gate; refit the winner on all data and make it the champion",
+          TRAINING_DAG, "promote", 60),   # the refit for serving costs a fit, as train does
 )
 NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 
