@@ -38,7 +38,7 @@ from pipeline.errors import DataError, RefitFailed
 from pipeline.evaluation.champion import configuration, fit_configuration
 from pipeline.evaluation.fingerprint import inputs_sha256, write_artifact
 from pipeline.evaluation.splits import all_pairs
-from pipeline.io import remove_stale, sql_path
+from pipeline.io import sql_path
 from pipeline.models.artifact import load_model
 from pipeline.models.base import RecommenderBase, TokenMap, read_meta
 from pipeline.registry.versions import JUDGED
@@ -98,7 +98,6 @@ def serving_refit(judged: Path, params: Params, paths: Paths) -> Iterator[Refit]
     """Refit the configuration of the ``judged`` artifact on all data, into a temp folder that
     is removed on exit (register copies it). Raises :class:`RefitFailed` (one line; the
     registry untouched) when the refit fails or :func:`check` refuses it."""
-    remove_stale(paths.models)   # temp folders of refits a kill interrupted
     tmp = paths.models / f".serving.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:

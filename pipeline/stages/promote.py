@@ -13,7 +13,7 @@ from pipeline.errors import RefitFailed
 from pipeline.evaluation import results
 from pipeline.evaluation.champion import promoted_artifact, with_current_champion
 from pipeline.evaluation.refit import serving_refit
-from pipeline.io import write_json
+from pipeline.io import remove_stale, write_json
 from pipeline.models.base import read_meta
 from pipeline.registry import versions
 from pipeline.registry.gate import decision
@@ -24,6 +24,7 @@ log = logging.getLogger("recflow.promote")
 
 def run(params: Params, paths: Paths) -> dict:
     recovered = versions.recover(paths.registry)
+    remove_stale(paths.models)   # temp folders (refit, popularity) of a promote a kill stopped
     if recovered:
         log.info("registry: %s", recovered)
     ev, per_user = with_current_champion(*results.load(paths), params, paths)

@@ -1,7 +1,7 @@
 """kill -9 in train → evaluate → promote, under real DVC in a copy of a built project.
 
-The process is killed (SIGKILL, nothing runs after it) inside promote after the version is
-registered, after the decision is recorded and after the champion pointer switched, and at
+The process is killed (SIGKILL, nothing runs after it) inside promote during the refit for
+serving, after the version is registered, after the decision is recorded and after the champion pointer switched, and at
 the end of each stage under `dvc repro` — its outputs written, DVC not told. After each, a
 normal run: the champion is a complete version, the history's last switch names it, no temp
 folder of the killed run is left, and rollback restores the true previous champion.
@@ -134,6 +134,13 @@ def test_kill_at_every_boundary_keeps_champion_and_history_consistent(built_proj
     assert killed.returncode == -9, killed.stdout + killed.stderr
     assert consistent(proj) != weak
     assert rollback(proj) == weak                       # the true previous champion
+    # Inside the refit for serving (its artifact written to a temp folder, nothing registered)
+    listed = sorted(os.listdir(proj / "models/registry/versions"))
+    killed = run(["recflow", "promote"], proj, hook, kill="pipeline.evaluation.refit:write_artifact")
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert served_version_is_complete(proj) == weak
+    assert sorted(os.listdir(proj / "models/registry/versions")) == listed
+    assert [p.name for p in (proj / "models").iterdir() if p.name.startswith(".serving.tmp-")]
     # After register (an unrecorded version), then after the record (pointer not moved): the
     # champion served stays the old one; the next run finishes the recorded switch.
     for point in ("register", "log_decision"):
