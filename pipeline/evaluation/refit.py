@@ -47,6 +47,10 @@ log = logging.getLogger("recflow.refit")
 
 #: users whose scores are checked for NaN / inf before a refit may serve
 _CHECK_USERS = 256
+#: a pair whose later events turn it net-negative (a skip after a play) leaves the data, so a
+#: few items of the judged model may be missing from the refit; losing more means the data read
+#: is not the data the gate judged
+_MIN_CATALOGUE_SHARE = 0.99
 
 
 def serving_features(path: Path, key: str) -> pd.DataFrame:
@@ -76,11 +80,12 @@ def _features(config: dict, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame, s
 
 def check(served: RecommenderBase, judged: RecommenderBase, users: list[str],
           utok: TokenMap) -> None:
-    """Refuse a refit that may not serve: a smaller catalogue than the judged model's, or
-    scores that are not finite (a diverged fit) for known users or an unknown one."""
-    if len(served.item_ids) < len(judged.item_ids):
-        raise RefitFailed(f"refit refused: it knows {len(served.item_ids)} items, fewer than the "
-                          f"{len(judged.item_ids)} of the judged model; the champion is unchanged.")
+    """Refuse a refit that may not serve: one that lost more than 1% of the judged model's
+    items, or whose scores are not finite (a diverged fit) for known users or an unknown one."""
+    kept = np.isin(judged.item_ids.astype(str), served.item_ids.astype(str)).sum()
+    if kept < _MIN_CATALOGUE_SHARE * len(judged.item_ids):
+        raise RefitFailed(f"refit refused: it knows only {kept} of the judged model's "
+                          f"{len(judged.item_ids)} items; the champion is unchanged.")
     sample = [*users[:_CHECK_USERS], "\x00unknown user"]
     if not np.isfinite(served.scores(sample, utok)).all():
         raise RefitFailed("refit refused: its scores are not finite (the fit diverged); "

@@ -152,9 +152,11 @@ def test_the_served_champion_is_the_refit_and_its_card_keeps_both_lineages(built
     assert shown["served"]["pairs"] == card["served"]["pairs"] and shown["data"] == card["data"]
 
 
-def test_a_refit_with_fewer_items_than_the_judged_model_is_refused():
-    big = Popularity().fit(pd.DataFrame({C.user: ["a", "b"], C.item: ["x", "y"]}))
-    small = Popularity().fit(pd.DataFrame({C.user: ["a"], C.item: ["x"]}))
-    with pytest.raises(RefitFailed, match="knows 1 items, fewer than the 2 of the judged"):
-        check(small, big, ["a"], {})
-    check(big, small, ["a"], {})
+def test_a_refit_that_lost_items_of_the_judged_model_is_refused():
+    def pop(items: list[str]) -> Popularity:
+        return Popularity().fit(pd.DataFrame({C.user: "a", C.item: items}))
+
+    judged = pop([f"i{j:03d}" for j in range(200)])
+    check(pop([f"i{j:03d}" for j in range(1, 200)] + ["new"]), judged, ["a"], {})  # 1 of 200 gone
+    with pytest.raises(RefitFailed, match="only 197 of the judged model's 200 items"):
+        check(pop([f"i{j:03d}" for j in range(3, 200)]), judged, ["a"], {})
