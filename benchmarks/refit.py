@@ -6,11 +6,14 @@ For each data set, a throw-away copy of the project runs ``dvc repro evaluate``,
 stage's fit: early stopping, then the refit on the train part) and the promotion record's
 ``served`` lineage (the refit on all data: pairs read, features read, fit, checks, artifact).
 
-    .venv/bin/python benchmarks/refit.py [--movielens DIR] [--preset FILE] [--skip-default]
+    .venv/bin/python benchmarks/refit.py [--tiny] [--skip-default] [--skip-movielens]
+                                         [--movielens DIR] [--preset FILE]
 
-Data sets: the embedded default (``params.yaml`` as it is: 300k synthetic events, time split)
-and, when present, ``../shared/datasets/ml-latest-small`` (leave-10-out; ``--preset`` overrides
-its ``model`` section, e.g. ``benchmarks/params.movielens.yaml``). Prints a markdown table.
+Data sets: the embedded default (``params.yaml`` as it is: 300k synthetic events, time split),
+with ``--tiny`` the integration tests' project (``tests.conftest.TINY``: what the refit adds to
+every ``dvc repro`` of the suite) and, when present, ``../shared/datasets/ml-latest-small``
+(leave-10-out; ``--preset`` overrides its ``model`` section, e.g.
+``benchmarks/params.movielens.yaml``). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import DATASETS, copy_project, sh  # noqa: E402
+from tests.conftest import DATASETS, TINY, copy_project, sh  # noqa: E402
 
 
 def run(name: str, overrides: dict, tmp: Path) -> dict:
@@ -53,10 +56,16 @@ def main() -> int:
     ap.add_argument("--movielens", type=Path, default=DATASETS / "ml-latest-small")
     ap.add_argument("--preset", type=Path, help="YAML whose model section overrides MovieLens'")
     ap.add_argument("--skip-default", action="store_true")
+    ap.add_argument("--skip-movielens", action="store_true")
+    ap.add_argument("--tiny", action="store_true", help="add the integration tests' project")
     args = ap.parse_args()
     # {"model": {}} changes nothing; an empty dict would make copy_project use the test params
     sets: list[tuple[str, dict]] = [] if args.skip_default else [("synthetic default", {"model": {}})]
-    if (args.movielens / "ratings.csv").exists():
+    if args.tiny:
+        sets.append(("integration fixture (TINY)", TINY))
+    if args.skip_movielens:
+        pass
+    elif (args.movielens / "ratings.csv").exists():
         ml = {"ingest": {"source": "movielens", "path": str(args.movielens.resolve())},
               "split": {"strategy": "leave_n_out", "n_out": 10}}
         if args.preset:
