@@ -282,6 +282,7 @@ def test_a_champion_trained_on_another_split_is_never_scored_on_its_training_pai
     ev = details(root)
     scoring = ev["champion_scoring"]
     assert scoring["scored"] == REFIT and scoring["overlap_pairs"] == len(hold)
+    assert scoring["judged_overlap_pairs"] == len(hold)   # its pre-refit artifact saw it too
     refit = LightFMRecommender(PARAMS.model.model_copy(update={"epochs": 20})).fit(train)
     honest = score_users(refit, hold, train, {}, 3, train[C.item].nunique()).metrics
     assert ev["champion"]["precision@3"] == pytest.approx(honest["precision@3"])
