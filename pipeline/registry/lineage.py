@@ -58,9 +58,9 @@ def card(params: Params, paths: Paths, ev: dict, record: dict, meta: dict) -> di
         "model": {"family": family(meta.get("format")), "format": meta.get("format"),
                   "promoted_as": which},
         "metrics": ev[which],
-        "baselines": {"popularity": ev["popularity"], "als": ev.get("als")},
+        "baselines": {f: ev[f] for f in ("popularity", "als", "ease", "lightfm") if ev.get(f)},
         "config": meta.get("config"),
-        "params": params.model.model_dump(mode="json") if which == "candidate" else meta.get("config"),
+        "params": meta.get("config"),   # the model's own configuration, whatever its family
         "inputs_sha256": meta.get("inputs_sha256"),
         "judged_on": {"split": params.split.model_dump(mode="json"),
                       "holdout_pairs": trainset.get("holdout_pairs"),
