@@ -94,12 +94,14 @@ class Selection:
     k: int
     seconds: float
     skipped: dict[str, str]      # family → why it was not tried (EASE above max_items, budget)
+    cpu_seconds: float = 0.0     # this process's CPU time: the cost on a machine shared with others
 
     def report(self) -> dict:
         """``reports/model_search.json``: every trial, each family's best, the choice."""
         k = self.k
         return {"k": k, "metric": f"val_precision@{k}", "chosen": self.chosen,
-                "seconds": round(self.seconds, 2), "skipped": self.skipped,
+                "seconds": round(self.seconds, 2), "cpu_seconds": round(self.cpu_seconds, 2),
+                "skipped": self.skipped,
                 "best": {f: {"setting": t.best.setting, f"val_precision@{k}": t.best.val_precision,
                              "refit_seconds": round(t.refit_seconds, 2), **t.extra.get("report", {})}
                          for f, t in self.families.items()},
@@ -302,7 +304,7 @@ def select(params: Params, fit_part: pd.DataFrame, validation: pd.DataFrame,
                         "users has anything left to fit on, so no setting can be chosen; the data "
                         "is too small for validation (lower model.validation_n or "
                         "model.validation_days). The champion is unchanged.")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     trials: list[Trial] = []
     tuned: dict[str, Tuned] = {}
     skipped: dict[str, str] = {}
@@ -333,7 +335,8 @@ def select(params: Params, fit_part: pd.DataFrame, validation: pd.DataFrame,
     chosen = top.family if top is not None and _score(top.best) > _score(pop) else POPULARITY
     log.info("model search: %s chosen on the validation slice (%s)", chosen,
              ", ".join(f"{f} {t.best.val_precision:.4f}" for f, t in tuned.items()))
-    return Selection(tuned, chosen, trials, k, time.perf_counter() - t0, skipped)
+    return Selection(tuned, chosen, trials, k, time.perf_counter() - t0, skipped,
+                     time.process_time() - cpu0)
 
 
 def save(sel: Selection, families: Path, candidate: Path, train: pd.DataFrame,
