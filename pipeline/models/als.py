@@ -12,11 +12,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pipeline.columns import Columns as C
-from pipeline.models.base import History, RecommenderBase, TokenMap
+from pipeline.models.base import History, TokenMap, UserRowsModel
 from pipeline.models.popularity import catalogue, popularity_scores
 
 
-class ALS(RecommenderBase):
+class ALS(UserRowsModel):
     """Alternating least squares (``implicit``), confidence as the matrix values."""
 
     FORMAT = "recflow-als-v1"
@@ -40,9 +40,8 @@ class ALS(RecommenderBase):
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 
-        self.user_ids = catalogue(train, C.user)
+        self._index_users(catalogue(train, C.user))
         self.item_ids = catalogue(train, C.item)
-        self._uidx = {u: j for j, u in enumerate(self.user_ids)}
         r = train[C.user].astype(str).map(self._uidx).to_numpy()
         c = train[C.item].astype(str).map({i: j for j, i in enumerate(self.item_ids)}).to_numpy()
         w = train[C.confidence].to_numpy(dtype=np.float32) if C.confidence in train else \
@@ -59,9 +58,6 @@ class ALS(RecommenderBase):
         self.item_factors = np.asarray(m.item_factors, dtype=np.float32)
         self.popularity = popularity_scores(train, self.item_ids)
         self._yty = None
-
-    def known(self, user: str) -> bool:
-        return user in self._uidx
 
     def fold_in(self, items: list[str]) -> np.ndarray | None:
         """The factors of a new user who has ``items`` (confidence 1 each), or None when no
@@ -96,11 +92,6 @@ class ALS(RecommenderBase):
         s[~has] = self.popularity[None, :]
         return s
 
-    def _meta(self) -> dict:
-        return {"user_ids": list(self.user_ids), **super()._meta()}
-
     def _restore(self, meta: dict) -> None:
         super()._restore(meta)
-        self.user_ids = np.asarray(meta["user_ids"], dtype=object)
-        self._uidx = {u: j for j, u in enumerate(self.user_ids)}
         self._yty = None

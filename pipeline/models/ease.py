@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pipeline.columns import Columns as C
-from pipeline.models.base import History, RecommenderBase, TokenMap
+from pipeline.models.base import History, TokenMap, UserRowsModel
 from pipeline.models.popularity import catalogue, popularity_scores
 
 
@@ -68,7 +68,7 @@ def ease_weights(g: np.ndarray, regularization: float) -> np.ndarray:
     return p
 
 
-class EASE(RecommenderBase):
+class EASE(UserRowsModel):
     """Closed-form item-item weights; known users keep their training items in the artifact."""
 
     FORMAT = "recflow-ease-v1"
@@ -91,15 +91,12 @@ class EASE(RecommenderBase):
         """``gram_matrix``: :func:`gram` of ``train`` when the caller already has it (one Gram
         for every λ of a search)."""
         self.item_ids = catalogue(train, C.item)
-        g, x, self.user_ids = gram_matrix if gram_matrix is not None else gram(train, self.item_ids)
+        g, x, users = gram_matrix if gram_matrix is not None else gram(train, self.item_ids)
+        self._index_users(users)
         self.weights = ease_weights(g, self.regularization)
         self.user_indptr = x.indptr.astype(np.int64)
         self.user_indices = x.indices.astype(np.int32)
-        self._uidx = {u: j for j, u in enumerate(self.user_ids)}
         self.popularity = popularity_scores(train, self.item_ids)
-
-    def known(self, user: str) -> bool:
-        return user in self._uidx
 
     def _items_of(self, users: list[str], history: History | None) -> sp.csr_matrix:
         """Binary (users × items): training items ∪ history items (unknown items ignored)."""
@@ -127,11 +124,3 @@ class EASE(RecommenderBase):
         if empty.any():
             s[empty] = self.popularity[None, :]
         return s
-
-    def _meta(self) -> dict:
-        return {"user_ids": list(self.user_ids), **super()._meta()}
-
-    def _restore(self, meta: dict) -> None:
-        super()._restore(meta)
-        self.user_ids = np.asarray(meta["user_ids"], dtype=object)
-        self._uidx = {u: j for j, u in enumerate(self.user_ids)}
