@@ -107,7 +107,8 @@ def _models(args: argparse.Namespace) -> int:
         p = next((f"{k}={x:.4f}" for k, x in m.items() if k.startswith("precision@")), "")
         data = c.get("data") or {}
         h = (data.get("md5") or data.get("sha256") or "")[:10]
-        print(f"{'*' if v == champ else ' '} {v}  {c.get('registered_at', '')[:19]}  {p}  "
+        fam = (c.get("model") or {}).get("family") or "?"
+        print(f"{'*' if v == champ else ' '} {v}  {c.get('registered_at', '')[:19]}  {fam:<10}  {p}  "
               f"data={h or '?'}  git={(c.get('git_rev') or '?')[:8]}")
     return 0
 
