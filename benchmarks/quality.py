@@ -42,7 +42,7 @@ from pipeline import logs  # noqa: E402
 from pipeline.columns import Columns as C  # noqa: E402
 from pipeline.config import Paths, load_params  # noqa: E402
 from pipeline.evaluation.holdout import score  # noqa: E402
-from pipeline.io import read_json  # noqa: E402
+from pipeline.io import read_json, write_json  # noqa: E402
 from pipeline.models.hybrid import LightFMRecommender  # noqa: E402
 from pipeline.stages.registry import STAGES  # noqa: E402
 
@@ -102,16 +102,22 @@ def project(root: Path, overrides: dict) -> Paths:
     return Paths(root)
 
 
-def measure(name: str, overrides: dict, keep: Path | None) -> tuple[list[dict], dict]:
-    root = Path(tempfile.mkdtemp(prefix=f"quality-{name}-", dir=keep))
-    paths = project(root, overrides)
+def measure(name: str, overrides: dict, keep: Path | None,
+            reuse: Path | None = None) -> tuple[list[dict], dict]:
+    """Run the stages in a fresh project (or read a kept one, ``reuse``) and the rows."""
+    root = reuse or Path(tempfile.mkdtemp(prefix=f"quality-{name}-", dir=keep))
+    paths = Paths(root) if reuse else project(root, overrides)
     params = load_params(paths.params)
     logs.setup(paths.logs)
     seconds = {}
-    for stage in STAGES:
+    for stage in STAGES if reuse is None else ():
         t0 = time.perf_counter()
         stage.module().run(params, paths)
         seconds[stage.name] = time.perf_counter() - t0
+    timings = root / "stage_seconds.json"
+    if reuse is None:
+        write_json(timings, seconds)
+    seconds = read_json(timings) if timings.exists() else {"train": float("nan")}
     ev = read_json(paths.evaluation_details)
     search = read_json(paths.model_search)
     promo = read_json(paths.promotion_report)
@@ -153,9 +159,13 @@ def measure(name: str, overrides: dict, keep: Path | None) -> tuple[list[dict], 
             "search_cpu_s": search.get("cpu_seconds", 0.0),
             "holdout_users": ev["holdout_users"], "trials": len(search["trials"]),
             "reason": promo["reason"], "skipped_trials": search["skipped"].get("lightfm")}
-    if keep is None:
+    if keep is None and reuse is None:
         shutil.rmtree(root, ignore_errors=True)
     return rows, info
+
+
+def _f(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4f}"   # no cold users in leave-N-out
 
 
 def table(name: str, rows: list[dict], info: dict) -> str:
@@ -174,7 +184,7 @@ def table(name: str, rows: list[dict], info: dict) -> str:
         ratio = r["p"] / max(others) if others and max(others) > 0 else float("nan")
         fit = "–" if r["fit_s"] is None else f"{r['fit_s']:.1f}"
         out.append(f"| {r['model']} | {r['p']:.4f} | {r['r']:.4f} | {r['ndcg']:.4f} | {r['cov']:.3f} "
-                   f"| {r['cold']:.4f} | {r['warm']:.4f} | {ratio:.2f} | {fit} | {r['how']} |")
+                   f"| {_f(r['cold'])} | {_f(r['warm'])} | {ratio:.2f} | {fit} | {r['how']} |")
     out.append(f"\ngate: {info['reason']}")
     if info.get("skipped_trials"):
         out.append(f"search budget: {info['skipped_trials']}")
@@ -208,6 +218,8 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a params.yaml key (dotted) on every data set")
     ap.add_argument("--keep", type=Path, help="keep each throw-away project under this folder")
+    ap.add_argument("--reuse", type=Path, metavar="DIR",
+                    help="print the rows of a project kept by --keep (one data set) again")
     args = ap.parse_args()
     available = datasets(args.user, args.user_preset)
     wanted = args.datasets.split(",") if args.datasets else list(available)
@@ -222,7 +234,7 @@ def main() -> int:
     lines = []
     for name in wanted:
         t0 = time.perf_counter()
-        rows, info = measure(name, deep_update(available[name], extra), args.keep)
+        rows, info = measure(name, deep_update(available[name], extra), args.keep, args.reuse)
         logging.getLogger("recflow").info("%s measured in %.0f s", name, time.perf_counter() - t0)
         print(table(name, rows, info), flush=True)
         lines.append(goals(name, rows))
