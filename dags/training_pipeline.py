@@ -29,8 +29,8 @@ and triggerable by hand. Each task runs one **DVC stage** of `{ROOT}/dvc.yaml`.
 
 | task | stage | writes |
 |---|---|---|
-| `train` | train | point-in-time training set from Feast; LightFM WARP → `models/candidate/` |
-| `evaluate` | evaluate | candidate vs popularity vs champion on the same holdout → `metrics/` |
+| `train` | train | point-in-time training set from Feast; every family tuned on the validation slice → `models/families/`, the best → `models/candidate/` |
+| `evaluate` | evaluate | candidate vs every family vs champion on the same holdout → `metrics/` |
 | `promote` | promote | evaluation gate → `models/registry/champion.json` or a refusal |
 | `notify_serving` | — | `POST $RECFLOW_SERVING_URL/admin/reload` after a promotion; a logged no-op otherwise |
 

@@ -49,9 +49,19 @@ def _stage(stage: Stage) -> Callable[[argparse.Namespace], int]:
         write_json(p.stage_summary(name), {"seconds": round(secs, 2), "result": result})
         line = result.get("reason") if name == "promote" else _fmt(result)
         if name == "evaluate":
+            from pipeline.evaluation.results import MODELS
+
             k = result["k"]
-            line = "  ".join(f"{m} p@{k}={result[m][f'precision@{k}']:.4f}"
-                             for m in ("candidate", "popularity", "als", "champion") if result.get(m))
+            fam = result.get("candidate_family")
+            line = "  ".join(f"{m}{f' ({fam})' if m == 'candidate' and fam else ''} "
+                             f"p@{k}={result[m][f'precision@{k}']:.4f}"
+                             for m in MODELS if result.get(m))
+        if name == "train":
+            line = (f"chosen on validation: {result['chosen']} ({result['metric']}: "
+                    + ", ".join(f"{f} {result[f]:.4f}" for f in ("lightfm", "als", "ease", "popularity")
+                                if result.get(f) is not None)
+                    + f"); {result['trials']} trials"
+                    + "".join(f"; {f} skipped: {why}" for f, why in result["skipped"].items()))
         print(f"✓ {name:<11} {secs:6.1f}s  {line}")
         return 0
     return run
@@ -101,7 +111,8 @@ def _models(args: argparse.Namespace) -> int:
         pairs = (f"  fit={(c.get('trained_on') or {}).get('pairs', '?')}"
                  f" held={(c.get('judged_on') or {}).get('holdout_pairs', '?')}"
                  f" served={(c.get('served') or {}).get('pairs', 'same')}")
-        print(f"{'*' if v == champ else ' '} {v}  {c.get('registered_at', '')[:19]}  {p}  "
+        fam = (c.get("model") or {}).get("family") or "?"
+        print(f"{'*' if v == champ else ' '} {v}  {c.get('registered_at', '')[:19]}  {fam:<10}  {p}  "
               f"data={h or '?'}  git={(c.get('git_rev') or '?')[:8]}{pairs}")
     return 0
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -104,6 +104,31 @@ class SplitParams(_Frozen):
     seed: int = 42
 
 
+#: the learned families that can compete with popularity (always there: the floor)
+Family = Literal["lightfm", "als", "ease"]
+
+
+class SearchParams(_Frozen):
+    """The LightFM configurations the train stage tries on the validation slice (never the
+    holdout): first the feature sets (``tokens`` × ``token_weight``) at the model's own
+    hyperparameters, then the hyperparameter grid with the winning feature set. An empty list
+    keeps ``model.<key>``. ``grid`` runs every combination in order, ``random`` a seeded draw
+    of ``trials`` of them; no trial starts after ``budget_seconds``."""
+
+    strategy: Literal["grid", "random"] = "grid"
+    trials: int = Field(8, gt=0)
+    seed: int = 42
+    budget_seconds: float = Field(600.0, gt=0)
+    tokens: tuple[Literal["none", "users", "items", "all"], ...] = Field(
+        ("none", "all"), min_length=1)
+    token_weight: tuple[Annotated[float, Field(gt=0)], ...] = (0.25, 1.0)
+    no_components: tuple[Annotated[int, Field(gt=0)], ...] = ()
+    learning_rate: tuple[Annotated[float, Field(gt=0)], ...] = ()
+    max_sampled: tuple[Annotated[int, Field(gt=0)], ...] = ()
+    item_alpha: tuple[Annotated[float, Field(ge=0)], ...] = ()
+    user_alpha: tuple[Annotated[float, Field(ge=0)], ...] = ()
+
+
 class ModelParams(_Frozen):
     no_components: int = Field(48, gt=0)
     loss: Literal["warp", "bpr", "warp-kos", "logistic"] = "warp"
@@ -125,19 +150,31 @@ class ModelParams(_Frozen):
     patience: int = Field(3, gt=0)            # epochs without a better validation score
     refit: bool = True                        # refit on all of train for the best epoch count
     ensemble: int = Field(1, gt=0, le=16)     # N seeds averaged, served as one factor model
+    families: tuple[Family, ...] = ("lightfm", "als", "ease")   # compete beside popularity
+    search: SearchParams = SearchParams()
+
+
+#: keys of ``model`` that choose between configurations rather than configure one LightFM
+SELECTION_KEYS = frozenset({"families", "search"})
 
 
 class ALSParams(_Frozen):
-    factors: tuple[int, ...] = (32, 64)
-    regularization: tuple[float, ...] = (0.01, 0.05)
-    alpha: float = Field(1.0, gt=0)
+    factors: tuple[Annotated[int, Field(gt=0)], ...] = Field((32, 64), min_length=1)
+    regularization: tuple[Annotated[float, Field(ge=0)], ...] = Field((0.01, 0.05), min_length=1)
+    alpha: tuple[Annotated[float, Field(gt=0)], ...] = Field((1.0, 10.0), min_length=1)
     iterations: int = Field(15, gt=0)
     seed: int = 42
     num_threads: int = Field(1, gt=0)
 
 
+class EASEParams(_Frozen):
+    regularization: tuple[Annotated[float, Field(gt=0)], ...] = Field((100.0, 500.0), min_length=1)
+    max_items: int = Field(5000, gt=0)   # a dense items × items matrix: skipped above this
+
+
 class BaselineParams(_Frozen):
     als: ALSParams = ALSParams()
+    ease: EASEParams = EASEParams()
 
 
 class EvaluateParams(_Frozen):
@@ -368,6 +405,14 @@ class Paths:
     def registry(self) -> Path:
         return self.models / "registry"
 
+    @property
+    def families(self) -> Path:
+        """Each competing family's validation-chosen model, refitted on all of train."""
+        return self.models / "families"
+
+    def family_model(self, family: str) -> Path:
+        return self.families / family
+
     # ---- reports, metrics, plots, logs --------------------------------------------------
     @property
     def reports(self) -> Path:
@@ -394,8 +439,9 @@ class Paths:
         return self.reports / "backfill.json"
 
     @property
-    def als_tuning(self) -> Path:
-        return self.reports / "als_tuning.json"
+    def model_search(self) -> Path:
+        """Every trial of every family on the validation slice, and which one was chosen."""
+        return self.reports / "model_search.json"
 
     @property
     def promotion_report(self) -> Path:
@@ -443,6 +489,11 @@ class Paths:
     @property
     def validation_curve(self) -> Path:
         return self.plots / "validation_curve.csv"
+
+    @property
+    def search_plot(self) -> Path:
+        """One row per search trial: family, setting, validation precision, seconds."""
+        return self.plots / "model_search.csv"
 
     @property
     def logs(self) -> Path:

@@ -80,6 +80,15 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (no second copy of a large file), or a copy where the
+    file system has no hard links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON via temp file + rename."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,9 +41,12 @@ def render(n_samples: int = 3) -> str:
     if "evaluate" in results:
         r = results["evaluate"]
         k = r["k"]
-        line = f"precision@{k}            : model {r['candidate'][f'precision@{k}']:.4f}  vs popularity {r['popularity'][f'precision@{k}']:.4f}"
-        if r.get("als"):
-            line += f"  vs ALS {r['als'][f'precision@{k}']:.4f}"
+        fam = r.get("candidate_family")
+        line = (f"precision@{k}            : model{f' ({fam})' if fam else ''} "
+                f"{r['candidate'][f'precision@{k}']:.4f}  vs popularity {r['popularity'][f'precision@{k}']:.4f}")
+        for f, shown in (("lightfm", "LightFM"), ("als", "ALS"), ("ease", "EASE")):
+            if r.get(f) and f != fam:
+                line += f"  vs {shown} {r[f][f'precision@{k}']:.4f}"
         if r.get("champion"):
             line += f"  vs champion {r['champion'][f'precision@{k}']:.4f}"
         out.append(line)

@@ -20,7 +20,10 @@ DATASETS = next((d for d in (ROOT.parent / "shared" / "datasets",
 
 TINY = {
     "synthetic": {"n_events": 20000, "n_users": 400, "n_items": 600, "n_categories": 8},
-    "model": {"epochs": 10, "no_components": 16, "num_threads": 1},
+    # a smaller search than params.yaml's: identity only vs tokens, two ALS and one EASE trial
+    "model": {"epochs": 10, "no_components": 16, "num_threads": 1,
+              "search": {"token_weight": [1.0]}},
+    "baselines": {"als": {"factors": [32], "alpha": [1.0]}, "ease": {"regularization": [100.0]}},
 }
 
 

@@ -1,26 +1,29 @@
-"""The MovieLens preset of the quality benchmark is a valid model section of params.yaml."""
+"""The MovieLens overlay of the quality benchmark is a valid params.yaml overlay."""
 
 from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
 
-from pipeline.config import ModelParams, load_params
+from pipeline.config import Params
+from tests.conftest import deep_update as overlay
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "benchmarks" / "params.movielens.yaml"
 
 
-def test_preset_is_a_valid_model_override():
+def test_preset_is_a_valid_overlay():
     raw = yaml.safe_load(PRESET.read_text())
-    assert set(raw) == {"model"}
-    base = load_params(ROOT / "params.yaml").model.model_dump()
-    merged = ModelParams.model_validate({**base, **raw["model"]})
-    assert {k: getattr(merged, k) for k in raw["model"]} == raw["model"]
+    assert set(raw) <= {"model", "baselines"}
+    merged = Params.model_validate(overlay(yaml.safe_load((ROOT / "params.yaml").read_text()), raw))
+    assert merged.model.search.model_dump(include=set(raw["model"]["search"])) == {
+        k: tuple(v) if isinstance(v, list) else v for k, v in raw["model"]["search"].items()}
+    assert merged.baselines.ease.max_items == raw["baselines"]["ease"]["max_items"]
 
 
 def test_a_misspelt_preset_key_is_refused():
-    base = load_params(ROOT / "params.yaml").model.model_dump()
+    from pydantic import ValidationError
+
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
     with pytest.raises(ValidationError, match="no_component"):
-        ModelParams.model_validate({**base, "no_component": 64})
+        Params.model_validate(overlay(base, {"model": {"search": {"no_component": [64]}}}))

@@ -32,6 +32,11 @@ def test_repo_params_load():
         (lambda d: d["validate"].update(max_quarantine_fraction=2), "validate.max_quarantine_fraction"),
         (lambda d: d.pop("signals"), "signals"),
         (lambda d: d["split"].update(typo=1), "split.typo"),
+        (lambda d: d["model"].update(families=["lightfm", "xgboost"]), "model.families.1"),
+        (lambda d: d["model"]["search"].update(no_component=[8]), "model.search.no_component"),
+        (lambda d: d["model"]["search"].update(tokens=["everything"]), "model.search.tokens.0"),
+        (lambda d: d["baselines"]["ease"].update(lambda_=[1.0]), "baselines.ease.lambda_"),
+        (lambda d: d["baselines"]["als"].update(alpha=[0.0]), "baselines.als.alpha.0"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, mutate, key):

@@ -4,7 +4,8 @@
   ``dvc metrics show`` prints one row per model that fits a terminal, and ``dvc metrics diff``
   compares them between revisions (the folder is not git-ignored, so it can be committed);
 - ``reports/evaluation_details.json`` — everything else: segments (cold/warm), MAP, users, the
-  champion's version and how it was scored, the ALS setting (not a DVC metric);
+  champion's version and how it was scored, the candidate's family, each family's setting
+  (not a DVC metric);
 - ``reports/per_user_precision.parquet`` — each holdout user's precision@k per model, which
   the gate's paired test reads.
 """
@@ -18,7 +19,9 @@ from pipeline.errors import DataError
 from pipeline.evaluation.holdout import PLOT_KS, headline
 from pipeline.io import atomic_dir, read_json, write_csv, write_json, write_parquet
 
-MODELS = ("candidate", "champion", "popularity", "als")
+#: the families train tunes and leaves in ``models/families/`` (evaluate scores each)
+FAMILIES = ("lightfm", "als", "ease", "popularity")
+MODELS = ("candidate", "champion", *FAMILIES)
 
 
 def save(paths: Paths, details: dict, per_user: pd.DataFrame,
@@ -30,10 +33,12 @@ def save(paths: Paths, details: dict, per_user: pd.DataFrame,
                 write_json(tmp / paths.model_metrics(name).name, headline(details[name], k))
     write_json(paths.evaluation_details, details)
     write_parquet(per_user.reset_index(), paths.per_user_precision)
-    # Wide table: one precision column per model, so `dvc plots show` draws one line each.
+    # Wide table: one precision column per model, so `dvc plots show` draws one line each; a
+    # family train skipped (EASE on a large catalogue) or no champion yet is an empty column.
     wide = pd.DataFrame({"k": list(PLOT_KS)})
-    for name, rows in curves.items():
-        wide[name] = [r["precision"] for r in rows]
+    for name in MODELS:
+        rows = curves.get(name)
+        wide[name] = [r["precision"] for r in rows] if rows else float("nan")
     write_csv(wide, paths.precision_plot)
 
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from itertools import product
 
 import pandas as pd
 
 from pipeline.columns import Columns as C
-from pipeline.config import ALSParams, ModelParams
+from pipeline.config import ModelParams
 from pipeline.evaluation.metrics import per_user
-from pipeline.models.als import ALS
 from pipeline.models.base import RecommenderBase, TokenMap
 from pipeline.models.hybrid import LightFMRecommender
 
@@ -70,27 +68,18 @@ def fit_early_stopping(params: ModelParams, train: pd.DataFrame, validation: pd.
 
     model = LightFMRecommender(params).fit(train, user_tokens, item_tokens, on_epoch=step)
     if params.refit and full_train is not None:
-        refit = params.model_copy(update={"epochs": best["epoch"]})
-        model = LightFMRecommender(refit).fit(full_train, user_tokens, item_tokens)
-        model.params = params
+        model = refit_lightfm(params, best["epoch"], full_train, user_tokens, item_tokens)
     else:
         model.restore(best["state"])
     return model, curve, best["epoch"]
 
 
-def tune_als(p: ALSParams, fit_part: pd.DataFrame, validation: pd.DataFrame, k: int
-             ) -> tuple[dict, list[dict]]:
-    """Grid over factors × regularization, scored by precision@k on the validation slice.
-
-    Returns the best configuration (ready for ``ALS(**best)``) and every grid row.
-    """
-    vs = ValidationSlice(fit_part, validation)
-    rows = []
-    for f, reg in product(p.factors, p.regularization):
-        cfg = {"factors": f, "regularization": reg, "alpha": p.alpha, "iterations": p.iterations,
-               "seed": p.seed, "num_threads": p.num_threads}
-        prec = validation_precision(ALS(**cfg).fit(fit_part), vs, k)
-        rows.append({**cfg, f"val_precision@{k}": prec})
-        log.info("ALS %s → validation precision@%d %.4f", cfg, k, prec)
-    best = max(rows, key=lambda r: r[f"val_precision@{k}"])
-    return {key: v for key, v in best.items() if not key.startswith("val_")}, rows
+def refit_lightfm(params: ModelParams, epochs: int, full_train: pd.DataFrame,
+                  user_tokens: TokenMap | None, item_tokens: TokenMap | None
+                  ) -> LightFMRecommender:
+    """A fresh LightFM fitted on ``full_train`` for ``epochs`` epochs (early stopping's best),
+    so the validation interactions are not lost; it keeps ``params`` as its configuration."""
+    model = LightFMRecommender(params.model_copy(update={"epochs": epochs})).fit(
+        full_train, user_tokens, item_tokens)
+    model.params = params
+    return model

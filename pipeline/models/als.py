@@ -1,5 +1,7 @@
-"""``implicit`` ALS on confidence-weighted (user × item) interactions; unknown users get
-popularity. The collaborative-filtering baseline beside the hybrid."""
+"""``implicit`` ALS on confidence-weighted (user × item) interactions. A user the model was
+not fitted on is folded in from their recent items (``history``, read from the online store)
+by the least-squares step ALS itself alternates (implicit's ``recalculate_user``), on the
+stored item factors; a user with no known item gets popularity."""
 
 from __future__ import annotations
 
@@ -10,11 +12,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pipeline.columns import Columns as C
-from pipeline.models.base import History, RecommenderBase, TokenMap
+from pipeline.models.base import History, TokenMap, UserRowsModel
 from pipeline.models.popularity import catalogue, popularity_scores
 
 
-class ALS(RecommenderBase):
+class ALS(UserRowsModel):
     """Alternating least squares (``implicit``), confidence as the matrix values."""
 
     FORMAT = "recflow-als-v1"
@@ -38,9 +40,8 @@ class ALS(RecommenderBase):
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 
-        self.user_ids = catalogue(train, C.user)
+        self._index_users(catalogue(train, C.user))
         self.item_ids = catalogue(train, C.item)
-        self._uidx = {u: j for j, u in enumerate(self.user_ids)}
         r = train[C.user].astype(str).map(self._uidx).to_numpy()
         c = train[C.item].astype(str).map({i: j for j, i in enumerate(self.item_ids)}).to_numpy()
         w = train[C.confidence].to_numpy(dtype=np.float32) if C.confidence in train else \
@@ -56,23 +57,41 @@ class ALS(RecommenderBase):
         self.user_factors = np.asarray(m.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(m.item_factors, dtype=np.float32)
         self.popularity = popularity_scores(train, self.item_ids)
+        self._yty = None
 
-    def known(self, user: str) -> bool:
-        return user in self._uidx
+    def fold_in(self, items: list[str]) -> np.ndarray | None:
+        """The factors of a new user who has ``items`` (confidence 1 each), or None when no
+        item is in the model: x = (YᵀY + λI + Σ (c − 1) yᵢyᵢᵀ)⁻¹ Σ c yᵢ with c = alpha, the
+        solve implicit's ``recalculate_user`` runs."""
+        index = self.item_index
+        cols = sorted({index[i] for i in items if i in index})
+        if not cols:
+            return None
+        y = self.item_factors
+        if self._yty is None:
+            self._yty = (y.T @ y).astype(np.float64)
+        c = float(self._config["alpha"])
+        yi = y[cols].astype(np.float64)
+        a = self._yty + self._config["regularization"] * np.eye(y.shape[1]) + (c - 1.0) * yi.T @ yi
+        return np.linalg.solve(a, c * yi.sum(axis=0)).astype(np.float32)
 
     def scores(self, users: list[str], user_tokens: TokenMap | None = None,
                history: History | None = None) -> np.ndarray:
+        """Known users: their fitted factors; others with a history: folded in; the rest:
+        popularity."""
         rows = np.asarray([self._uidx.get(u, -1) for u in users], dtype=np.int64)
-        known = rows >= 0
-        s = np.empty((len(users), len(self.item_ids)), dtype=np.float32)
-        s[known] = self.user_factors[rows[known]] @ self.item_factors.T
-        s[~known] = self.popularity[None, :]
+        has = rows >= 0
+        vecs = np.zeros((len(users), self.item_factors.shape[1]), dtype=np.float32)
+        vecs[has] = self.user_factors[rows[has]]
+        if history:
+            for r in np.flatnonzero(~has):
+                v = self.fold_in(history.get(users[r], []))
+                if v is not None:
+                    vecs[r], has[r] = v, True
+        s = vecs @ self.item_factors.T
+        s[~has] = self.popularity[None, :]
         return s
-
-    def _meta(self) -> dict:
-        return {"user_ids": list(self.user_ids), **super()._meta()}
 
     def _restore(self, meta: dict) -> None:
         super()._restore(meta)
-        self.user_ids = np.asarray(meta["user_ids"], dtype=object)
-        self._uidx = {u: j for j, u in enumerate(self.user_ids)}
+        self._yty = None

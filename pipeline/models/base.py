@@ -140,6 +140,27 @@ class RecommenderBase:
         return self
 
 
+class UserRowsModel(RecommenderBase):
+    """A family with a row per training user (``user_ids``, kept in the JSON): those users are
+    the ones it knows."""
+
+    user_ids: np.ndarray
+
+    def _index_users(self, user_ids) -> None:
+        self.user_ids = np.asarray(user_ids, dtype=object)
+        self._uidx = {u: j for j, u in enumerate(self.user_ids)}
+
+    def known(self, user: str) -> bool:
+        return user in self._uidx
+
+    def _meta(self) -> dict:
+        return {"user_ids": list(self.user_ids), **super()._meta()}
+
+    def _restore(self, meta: dict) -> None:
+        super()._restore(meta)
+        self._index_users(meta["user_ids"])
+
+
 def read_meta(directory: Path) -> dict:
     f = directory / META_FILE
     try:

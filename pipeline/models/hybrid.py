@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pipeline.columns import Columns as C
-from pipeline.config import ModelParams
+from pipeline.config import SELECTION_KEYS, ModelParams
 from pipeline.models.base import History, RecommenderBase, TokenMap
 from pipeline.models.popularity import catalogue, popularity_scores
 
@@ -60,7 +60,9 @@ class LightFMRecommender(RecommenderBase):
         self.params = params
 
     def config(self) -> dict:
-        return self.params.model_dump(mode="json")
+        """The LightFM configuration (without ``model.families`` / ``model.search``, which
+        choose between configurations: a model is one of them)."""
+        return self.params.model_dump(mode="json", exclude=set(SELECTION_KEYS))
 
     @classmethod
     def from_config(cls, config: dict) -> Self:

@@ -70,14 +70,18 @@ def decide(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> di
     ref = CHAMPION if champ else POPULARITY
     test = paired_bootstrap(per_user[CANDIDATE], per_user[ref], gate.confidence, gate.resamples,
                             gate.seed)
-    against = f"champion {version} {champ[p]:.4f}" if champ else f"popularity {ev[POPULARITY][p]:.4f}"
-    head = f"{p} {cand[p]:.4f} vs {against}: {_interval(test)}"
+    fam, champ_fam = ev.get("candidate_family"), ev.get("champion_family")
+    against = (f"champion {version}{f' ({champ_fam})' if champ_fam else ''} {champ[p]:.4f}"
+               if champ else f"popularity {ev[POPULARITY][p]:.4f}")
+    head = f"{f'{fam} ' if fam else ''}{p} {cand[p]:.4f} vs {against}: {_interval(test)}"
     rerun = bool(champ and ev.get("candidate_inputs")
                  and ev.get("candidate_inputs") == ev.get("champion_inputs"))
     if test["low"] <= gate.min_delta:
         if not champ:
+            why = ("no learned family beat it on the validation slice" if fam == POPULARITY
+                   else "no learned model beats it")
             return {"promote": POPULARITY, "test": test,
-                    "reason": f"popularity is the floor: no learned model beats it ({head}, lower "
+                    "reason": f"popularity is the floor: {why} ({head}, lower "
                               f"end not above min_delta {gate.min_delta}); popularity becomes the "
                               "champion"}
         return {"promote": None, "test": test,
@@ -124,10 +128,12 @@ def decision(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> 
         "test": {**test, "method": f"paired bootstrap over per-user {p}"} if test else None,
         "min_delta": gate.min_delta,
         "candidate": ev[CANDIDATE],
+        "candidate_family": ev.get("candidate_family"),
         "champion": champ,
         "champion_version": ev.get("champion_version"),
         "champion_scoring": ev.get("champion_scoring"),
         "popularity": ev[POPULARITY],
         "als": ev.get("als"),
+        "families": {f: ev[f] for f in ("lightfm", "als", "ease") if ev.get(f)},
         "version": None,
     }

@@ -4,22 +4,16 @@ items, manifest), replaced in one atomic step (see :mod:`pipeline.data.landing`)
 
 from __future__ import annotations
 
-import os
-import shutil
-
 from pipeline.config import Params, Paths
 from pipeline.data import landing
-from pipeline.io import atomic_dir, write_json
+from pipeline.io import atomic_dir, link_or_copy, write_json
 
 
 def _write(got: landing.Ingested, paths: Paths) -> None:
     with atomic_dir(paths.events) as tmp:
         if got.reuse_events:  # only the manifest changed: carry the event files over as they are
             for f in (paths.events_file, paths.events_items):
-                try:
-                    os.link(f, tmp / f.name)
-                except OSError:  # no hard links on this file system
-                    shutil.copy2(f, tmp / f.name)
+                link_or_copy(f, tmp / f.name)
         else:
             got.events.to_parquet(tmp / paths.events_file.name, index=False)
             got.items.to_parquet(tmp / paths.events_items.name, index=False)

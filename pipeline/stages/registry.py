@@ -34,9 +34,9 @@ STAGES: tuple[Stage, ...] = (
           FEATURE_DAG, "build_features", 20),
     Stage("materialize", "feast apply + materialize into the online store",
           FEATURE_DAG, "materialize", 20),
-    Stage("train", "point-in-time training set from Feast; fit LightFM WARP → models/candidate/",
+    Stage("train", "training set; tune every model family on validation → models/candidate/",
           TRAINING_DAG, "train", 60),
-    Stage("evaluate", "candidate vs popularity vs champion on the same holdout → metrics/",
+    Stage("evaluate", "candidate vs every family vs champion on the same holdout → metrics/",
           TRAINING_DAG, "evaluate", 30),
     Stage("promote", "evaluation gate; refit the winner on all data and make it the champion",
           TRAINING_DAG, "promote", 60),   # the refit for serving costs a fit, as train does

@@ -26,9 +26,21 @@ def test_dvc_repro_end_to_end(built_project):
     champ = json.loads((project / "models/registry/champion.json").read_text())
     assert (project / "models/registry/versions" / champ["version"] / "model.npz").exists()
     assert "als" in ev and f"map@{k}" in ev["candidate"] and "cold" in ev["candidate"]
+    search = json.loads((project / "reports/model_search.json").read_text())
+    assert {t["family"] for t in search["trials"]} == {"lightfm", "als", "ease", "popularity"}
+    assert {t["setting"].get("tokens") for t in search["trials"] if t["family"] == "lightfm"} == {
+        "none", "all"}                                  # identity only against + tokens
+    assert ev["candidate_family"] == search["chosen"]  # validation chose the candidate
+    for fam in ("lightfm", "als", "ease", "popularity"):
+        assert ev[fam][f"precision@{k}"] > 0 and (project / "models/families" / fam / "model.npz").exists()
+    rows = (project / "plots/model_search.csv").read_text().splitlines()
+    assert rows[0].startswith("trial,family,val_precision") and len(rows) == 1 + len(search["trials"])
     head = json.loads((project / "metrics/candidate.json").read_text())
     assert head[f"precision@{k}"] == ev["candidate"][f"precision@{k}"]
     card = json.loads((project / "models/registry/versions" / champ["version"] / "card.json").read_text())
+    promoted = json.loads((project / "reports/promotion.json").read_text())
+    fam = ev["candidate_family"] if promoted["promoted_model"] == "candidate" else "popularity"
+    assert card["model"]["family"] == fam and card["model"]["format"] == f"recflow-{fam}-v1"
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     validated = next(o for o in lock["stages"]["validate"]["outs"] if o["path"] == "data/validated")
     assert card["data"]["md5"] == validated["md5"]     # the DVC hash of the training data
@@ -74,7 +86,9 @@ def test_results_fit_a_terminal_and_diff_on_a_fresh_clone(built_project, tmp_pat
     proj = clone_built(built_project, tmp_path / "p")
     shown = sh(["dvc", "metrics", "show"], proj)
     lines = [ln for ln in shown.stdout.splitlines() if ln.strip()]
-    assert lines[0].split()[:2] == ["Path", "auc"] and len(lines) == 1 + 3 + ("champion" in shown.stdout)
+    models = {"candidate", "lightfm", "als", "ease", "popularity"} | (
+        {"champion"} if "champion" in shown.stdout else set())
+    assert lines[0].split()[:2] == ["Path", "auc"] and len(lines) == 1 + len(models)
     assert max(map(len, lines)) <= 100, shown.stdout
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     sh([*git, "add", "-A", "dvc.lock", "metrics", "plots"], proj)

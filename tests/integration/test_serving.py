@@ -20,10 +20,14 @@ from pipeline.columns import Columns as C
 from pipeline.config import load_params, paths
 from pipeline.feature_store import store
 from pipeline.features.recent import decode as decode_recent
-from pipeline.models.hybrid import LightFMRecommender
+from pipeline.models.als import ALS
+from pipeline.models.artifact import load_model
+from pipeline.models.ease import EASE
+from pipeline.models.popularity import Popularity
 from pipeline.models.tokens import user_tokens
 from pipeline.registry import versions as registry
 from pipeline.serving.app import create_app
+from pipeline.serving.recommender import Recommender
 from tests.conftest import clone_built, run_env
 from tests.helpers import online_users
 
@@ -73,17 +77,19 @@ def test_unknown_user_is_cold_start_popularity(client, built_project):
 
 
 def test_api_matches_offline_scoring(client, built_project):
-    """Top-k from the API == the champion scored offline on the same (offline) features."""
+    """Top-k from the API == the champion (whatever its family) scored offline on the same
+    (offline) features and recent items."""
     p = paths(built_project)
     params = load_params(p.params)
-    model = LightFMRecommender.load(registry.champion_dir(p.registry))
+    model = load_model(registry.champion_dir(p.registry))
     users = _users(built_project, 8)
     feats = pd.read_parquet(p.feature_data / "user_features.parquet")
     latest = feats.sort_values(C.ts).groupby(C.user).tail(1)
     latest = latest[latest[C.user].isin(users)]
     tokens = user_tokens(latest, params.model.user_features)
-    exclude = {u: set(decode_recent(r)) for u, r in zip(latest[C.user], latest["recent_items"], strict=True) if r}
-    offline = model.recommend(users, 10, exclude=exclude, user_tokens=tokens)
+    history = {u: decode_recent(r) for u, r in zip(latest[C.user], latest["recent_items"], strict=True) if r}
+    exclude = {u: set(h) for u, h in history.items()}
+    offline = model.recommend(users, 10, exclude=exclude, user_tokens=tokens, history=history)
     for u in users:
         api = [i["item_id"] for i in client.get(f"/recommendations/{u}?k=10").json()["items"]]
         assert api == offline[offline[C.user] == u][C.item].tolist()
@@ -246,3 +252,29 @@ def test_post_events_updates_online_features_and_seen_items(built_project, tmp_p
             resp = c.post("/events", json=body)
             assert 400 <= resp.status_code < 500, body
             assert resp.json().get("error") or resp.json().get("detail")
+
+
+@pytest.mark.parametrize("family", ["als", "ease"])
+def test_a_champion_of_any_family_serves_a_user_it_never_saw_from_their_recent_items(
+        built_project, tmp_path, family):
+    """ALS folds the user in from the online store's recent items, EASE scores those items:
+    the user is cold for the model, yet the list follows their history, not popularity."""
+    proj = clone_built(built_project, tmp_path / "p")
+    p = paths(proj)
+    train = pd.read_parquet(p.train_pairs)
+    user = train.groupby(C.user).size().sort_values().index[-1]   # the most active user
+    without = train[train[C.user] != user]
+    model = (ALS(factors=16, iterations=10) if family == "als" else EASE(100.0)).fit(without)
+    src = tmp_path / "artifact"
+    model.save(src)
+    version = registry.register(p.registry, src, {"note": f"{family} test champion"})
+    registry.set_champion(p.registry, version, "test")
+    rec = Recommender(load_params(p.params), p)
+    got = rec.recommend(user, 10)
+    assert got.model_version == version and got.cold_start and got.features_source == "online"
+    history = decode_recent(online_users(rec.store, [user])["recent_items"][0])
+    assert history
+    offline = model.recommend([user], 10, exclude={user: set(history)}, history={user: history})
+    assert got.items == offline[C.item].tolist()
+    popular = Popularity().fit(without).recommend([user], 10, exclude={user: set(history)})
+    assert got.items != popular[C.item].tolist()

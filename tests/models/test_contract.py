@@ -1,4 +1,4 @@
-"""One contract suite run against every model: LightFM hybrid, ALS, popularity.
+"""One contract suite run against every model: LightFM hybrid, ALS, EASE, popularity.
 
 The fixture is a checkerboard: even users like even items, odd users like odd items, so the
 right recommendations are obvious and a personalised model must find them.
@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.models.als import ALS
 from pipeline.columns import Columns as C
+from pipeline.models.als import ALS
+from pipeline.models.ease import EASE, ease_weights
 from pipeline.config import ModelParams
 from pipeline.evaluation.validation import fit_early_stopping
 from pipeline.models.hybrid import LightFMRecommender
@@ -25,9 +26,10 @@ TINY_LFM = ModelParams(no_components=8, epochs=30, num_threads=1, learning_rate=
 MODELS = {
     "lightfm": lambda: LightFMRecommender(TINY_LFM),
     "als": lambda: ALS(factors=4, regularization=0.01, iterations=10, num_threads=1),
+    "ease": lambda: EASE(regularization=1.0),
     "popularity": lambda: Popularity(),
 }
-PERSONALISED = ("lightfm", "als")
+PERSONALISED = ("lightfm", "als", "ease")
 
 
 def checkerboard() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -260,3 +262,69 @@ def test_ensemble_knob_is_validated(bad):
     from pydantic import ValidationError
     with pytest.raises(ValidationError, match="ensemble"):
         ModelParams(ensemble=bad)
+
+
+def _parity_share(recs: pd.DataFrame, user_parity: dict[str, int]) -> float:
+    items = recs[C.item].str[1:].astype(int) % 2
+    return float((items.to_numpy() == recs[C.user].map(user_parity).to_numpy()).mean())
+
+
+def test_ease_weights_are_the_closed_form():
+    """B = I − P·diag(1/diag P), P = (XᵀX + λI)⁻¹, diag(B) = 0 (Steck 2019), in float32."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((60, 1500)) < 0.05).astype(np.float32)   # > one 1024 block: the mirror
+    g = x.T @ x
+    b = ease_weights(g, 10.0)
+    p = np.linalg.inv(g.astype(np.float64) + 10.0 * np.eye(len(g)))
+    want = p / -np.diag(p)[None, :]
+    np.fill_diagonal(want, 0.0)
+    np.testing.assert_allclose(b, want, atol=1e-5)
+    assert b.flags["C_CONTIGUOUS"] and np.all(np.diag(b) == 0)
+
+
+@pytest.mark.parametrize("name", ["als", "ease"])
+def test_a_new_user_is_scored_from_their_history(name, board):
+    """Serving passes a user's recent items (the online store): ALS folds the user in, EASE
+    sums their items' rows, so a user the model never saw gets their parity, not popularity."""
+    train, _ = board
+    model = MODELS[name]().fit(train)
+    history = {"new-even": ["i00", "i02", "i04"], "new-odd": ["i01", "i03", "i05"]}
+    recs = model.recommend(list(history), 3, exclude={u: set(h) for u, h in history.items()},
+                           history=history)
+    assert _parity_share(recs, {"new-even": 0, "new-odd": 1}) > 0.9
+    assert not model.known("new-even")
+    pop = model.scores(["new-even"])                         # no history: popularity
+    np.testing.assert_array_equal(pop[0], model.popularity)
+
+
+def test_als_fold_in_is_implicits_recalculate_user(board):
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    train, _ = board
+    for alpha in (1.0, 10.0):
+        model = ALS(factors=4, regularization=0.05, alpha=alpha, iterations=5).fit(train)
+        ref = AlternatingLeastSquares(factors=4, regularization=0.05, alpha=alpha)
+        ref.item_factors = model.item_factors.copy()     # what the artifact stores
+        items = ["i00", "i04", "i08"]
+        row = sp_rows([[model.item_index[i] for i in items]], len(model.item_ids))
+        np.testing.assert_allclose(model.fold_in(items), ref.recalculate_user(0, row),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def sp_rows(cols: list[list[int]], n_items: int):
+    """A binary CSR matrix with one row per list of item columns."""
+    import scipy.sparse as sp
+
+    r = [j for j, cs in enumerate(cols) for _ in cs]
+    c = [x for cs in cols for x in cs]
+    return sp.csr_matrix((np.ones(len(c), dtype=np.float32), (r, c)), shape=(len(cols), n_items))
+
+
+def test_ease_known_user_adds_history_to_their_training_items(board):
+    """A known user is scored from training items ∪ history: new items move the scores."""
+    train, _ = board
+    model = EASE(regularization=1.0).fit(train)
+    before = model.scores(["u00"])
+    after = model.scores(["u00"], history={"u00": ["i01", "i03"]})
+    assert not np.allclose(before, after)
+    assert model.scores(["u00"], history={"u00": ["not-an-item"]}).tolist() == before.tolist()

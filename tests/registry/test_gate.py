@@ -118,3 +118,21 @@ def test_decision_record_holds_gain_interval_and_verdict():
     assert first["compared_with"] == "popularity" and first["champion_score"] is None
     assert first["promoted"] and first["promoted_model"] == "popularity"
     assert first["verdict"] == "popularity floor"
+
+
+def test_the_reason_names_the_families_and_a_popularity_candidate_is_the_floor():
+    """The candidate may be any family: the line names it (and the champion's); when
+    validation chose popularity itself, the floor says no learned family beat it there."""
+    champ = users_precision(0.2, 0)
+    better = noisy_copy(champ, 400, 380, 3)
+    d = decide(ev((better.mean(), 0.2, 0.5), (champ.mean(), 0.2, 0.5), candidate_family="ease",
+                  champion_family="lightfm"),
+               {"candidate": better, "champion": champ, "popularity": champ}, GATE)
+    assert d["promote"] == "candidate" and d["reason"].startswith("ease precision@10")
+    assert "champion v0001 (lightfm)" in d["reason"]
+    pop = users_precision(0.05, 1)
+    d = decide(ev((pop.mean(), 0.1, 0.5), None, pop.mean(), candidate_family="popularity"),
+               {"candidate": pop, "popularity": pop}, GATE)
+    assert d["promote"] == "popularity" and "\n" not in d["reason"]
+    assert d["reason"].startswith("popularity is the floor: no learned family beat it on the "
+                                  "validation slice")

@@ -222,7 +222,7 @@ def test_cli_models_and_rollback(root, capsys, monkeypatch):
     assert main(["--root", str(root.root), "models"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and out[0].split()[0] == "v0001" and out[1].split()[:2] == ["*", "v0002"]
-    assert all("precision@10=" in ln and "data=" in ln for ln in out)
+    assert all("precision@10=" in ln and "data=" in ln and " lightfm " in ln for ln in out)
     assert all("fit=3000 held=1200 served=4200" in ln for ln in out), out   # both lineages
     assert main(["--root", str(root.root), "rollback"]) == 0
     assert "champion is now v0001" in capsys.readouterr().out
