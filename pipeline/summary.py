@@ -41,6 +41,7 @@ def render(n_samples: int = 3) -> str:
     if "evaluate" in results:
         r = results["evaluate"]
         k = r["k"]
+        out.append(f"evaluation target       : {r.get('target', 'all positives')}")
         line = f"precision@{k}            : model {r['candidate'][f'precision@{k}']:.4f}  vs popularity {r['popularity'][f'precision@{k}']:.4f}"
         if r.get("als"):
             line += f"  vs ALS {r['als'][f'precision@{k}']:.4f}"

@@ -13,7 +13,7 @@ import pandas as pd
 from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
 from pipeline.errors import DataError
-from pipeline.evaluation import results
+from pipeline.evaluation import results, target
 from pipeline.evaluation.champion import Data, per_user_frame, score_champion, tokens_for
 from pipeline.evaluation.holdout import score_users
 from pipeline.evaluation.validation import tune_als
@@ -38,7 +38,8 @@ def run(params: Params, paths: Paths) -> dict:
     candidate = load_model(paths.candidate)
     models = {"candidate": candidate, "popularity": Popularity().fit(data.train),
               "als": ALS(**als_cfg).fit(data.train)}
-    details: dict = {"k": k, "holdout_users": int(data.holdout[C.user].nunique()),
+    details: dict = {"k": k, "target": target.describe(params.evaluate.target),
+                     "holdout_users": int(data.holdout[C.user].nunique()),
                      "als_params": als_cfg, "candidate_inputs": candidate.meta.get("inputs_sha256"),
                      "champion_version": None, "champion_scoring": None, "champion_inputs": None}
     per_user, curves = {}, {}
