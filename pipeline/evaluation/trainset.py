@@ -113,7 +113,12 @@ def build(params: Params, paths: Paths) -> Trainset:
         uf = point_in_time(fs, users, C.user, Feast.user_view, split.cutoff)
         itf = point_in_time(fs, items, C.item, Feast.item_view, split.cutoff)
         meta["features"] = "Feast point-in-time at the cutoff"
-    return Trainset(split.train, fit, val_target, holdout, uf, itf, meta)
+    # the flag is about relevance, not training data: train/fit stay as without a target
+    # (same columns, so the same inputs hash for an unchanged run)
+    def bare(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.drop(columns=[target.FLAG], errors="ignore")
+
+    return Trainset(bare(split.train), bare(fit), val_target, holdout, uf, itf, meta)
 
 
 def save(ts: Trainset, paths: Paths) -> None:
