@@ -64,6 +64,7 @@ def card(params: Params, paths: Paths, ev: dict, record: dict, meta: dict) -> di
         "inputs_sha256": meta.get("inputs_sha256"),
         "judged_on": {"split": params.split.model_dump(mode="json"),
                       "holdout_pairs": trainset.get("holdout_pairs"),
+                      "target": record.get("target"),
                       "gain": record.get("gain"), "interval": record.get("interval")},
         "trained_on": {"pairs": trainset.get("train_pairs"), "fingerprints": TRAINED_PAIRS_FILE},
         "data": data_hash(paths.root, paths.validated, paths.dvc_lock),

@@ -102,4 +102,3 @@ def test_strong_signals_carry_more_taste_than_views(data):
         assert info[strong] > info["abandoned play"] + 0.2, info.round(3).to_dict()
         assert info[strong] > info["click"], info.round(3).to_dict()
     assert info["view"] > 1.0 / SMALL.n_categories    # views are not pure noise either
-
