@@ -59,11 +59,11 @@ def relevant(pairs: pd.DataFrame, tp: TargetParams) -> pd.DataFrame:
 
 
 def describe(tp: TargetParams) -> str:
-    """One line for reports: ``all positives`` or e.g. ``purchase | play >= 0.9``."""
+    """One line for reports: ``all positives`` or e.g. ``purchase or play >= 0.9``."""
     if not tp.types and tp.min_net is None:
         return "all positives"
     parts = [f"{t} >= {tp.min_value[t]:g}" if t in tp.min_value else t for t in tp.types]
-    text = " | ".join(parts)
+    text = " or ".join(parts)
     if tp.min_net is not None:
         text = f"({text}) and net >= {tp.min_net:g}" if text else f"net >= {tp.min_net:g}"
     return text

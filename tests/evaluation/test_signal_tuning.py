@@ -58,7 +58,7 @@ def test_same_candidate_same_validation_score(frames):
 
 def test_patch_applies_to_params_yaml(frames, tmp_path):
     s = st.search(frames, trials=2, minutes=5, seed=3)
-    text = st.patch_text(s.best, s.trials[0], 10, "purchase | play >= 0.9")
+    text = st.patch_text(s.best, s.trials[0], 10, "purchase or play >= 0.9")
     raw = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load(text))
     f = tmp_path / "params.yaml"
     f.write_text(yaml.safe_dump(raw))

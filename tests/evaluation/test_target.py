@@ -55,5 +55,5 @@ def test_all_positives_is_todays_behaviour():
 
 def test_describe():
     assert target.describe(TargetParams()) == "all positives"
-    assert target.describe(FINISHED) == "purchase | play >= 0.9"
+    assert target.describe(FINISHED) == "purchase or play >= 0.9"
     assert target.describe(TargetParams(types=("rating",), min_net=2)) == "(rating) and net >= 2"
