@@ -48,7 +48,8 @@ def event_weight_sql(sp: SignalParams) -> str:
         f"(CASE WHEN {_kind_in(sp, 'stars')} AND {C.value} IS NOT NULL THEN "
         f"{r.per_star} * ({C.value} - {r.neutral}) ELSE 0 END)"
     )
-    count = f"(CASE WHEN {_kind_in(sp, 'count')} AND {C.value} IS NOT NULL THEN {base} * ({C.value} - 1.0) ELSE 0 END)"
+    count = (f"(CASE WHEN {_kind_in(sp, 'count')} AND {C.value} IS NOT NULL THEN "
+             f"{base} * ({C.value} - 1.0) ELSE 0 END)")  # n·weight instead of the flat weight
     return f"({base} + {play} + {rating} + {count})"
 
 
