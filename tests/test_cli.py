@@ -66,12 +66,3 @@ def test_tune_signals_bad_budget_and_missing_data_are_one_line(tmp_path):
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "recflow validate" in p.stderr
 
-
-def test_unknown_target_type_names_the_key(tmp_path):
-    d = yaml.safe_load((ROOT / "params.yaml").read_text())
-    d["evaluate"]["target"]["types"] = ["purchase", "teleport"]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    p = recflow("--root", str(tmp_path), "train")
-    assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert "evaluate.target.types" in p.stderr and "teleport" in p.stderr
