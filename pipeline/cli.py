@@ -147,6 +147,20 @@ def _backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune_signals(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params, paths
+    from pipeline.evaluation.signal_tuning import run
+
+    if args.trials < 2 or args.minutes <= 0:
+        raise ConfigError(f"--trials {args.trials} / --minutes {args.minutes}: need at least 2 "
+                          "trials (defaults, binary) and a positive time budget.")
+    p = paths()
+    t0 = time.perf_counter()
+    r = run(load_params(p.params), p, args.trials, args.minutes, args.objective, args.seed)
+    print(f"✓ tune-signals {time.perf_counter() - t0:6.1f}s  {_fmt(r)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="recflow", description="Recommender pipeline for implicit feedback. "
                  "Run the whole chain with 'dvc repro'; each stage also runs alone.")
@@ -175,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "features to the online store now")
     pe.add_argument("file", type=Path, help="canonical events (.csv or .parquet)")
     pe.set_defaults(func=_push_events)
+    ts = sub.add_parser("tune-signals", help="search signal weights on the validation slice; "
+                        "write a params patch; print binary vs defaults vs tuned on the holdout")
+    ts.add_argument("--trials", type=int, default=20, help="at most this many trials (default 20)")
+    ts.add_argument("--minutes", type=float, default=10.0,
+                    help="stop starting new trials after this many minutes (default 10)")
+    ts.add_argument("--objective", choices=("both", "lightfm", "als"), default="both",
+                    help="validation gain to maximise: LightFM, ALS or their mean (default)")
+    ts.add_argument("--seed", type=int, default=42, help="seed of the search (default 42)")
+    ts.set_defaults(func=_tune_signals)
     bf = sub.add_parser("backfill", help="materialize an explicit window (default: all feature rows)")
     bf.add_argument("--start", help="ISO date/time (UTC), inclusive")
     bf.add_argument("--end", help="ISO date/time (UTC), exclusive")

@@ -33,7 +33,8 @@ class LoaderParams(_Frozen):
     columns: dict[Literal["user_id", "item_id", "event_type", "event_timestamp", "value",
                           "category"], str] = {}
     events: dict[str, str] = {}
-    time_unit: Literal["s", "ms", "iso"] | None = None
+    time_unit: Literal["s", "ms", "iso", "none"] | None = None  # none: the file has no time
+    event_type: str | None = None    # every row is this event type (no event column needed)
 
 
 class IngestParams(_Frozen):
@@ -72,8 +73,13 @@ class RatingParams(_Frozen):
     per_star: float = Field(0.5, ge=0)
 
 
+#: what an event's ``value`` means, one meaning per type (signals.value_kind)
+ValueKind = Literal["fraction", "stars", "count"]
+
+
 class SignalParams(_Frozen):
     weights: dict[str, float]
+    value_kind: dict[str, ValueKind] = {"play": "fraction", "rating": "stars"}
     watch: WatchParams = WatchParams()
     rating: RatingParams = RatingParams()
     repeat_bonus: float = 0.5
@@ -145,6 +151,10 @@ class ModelParams(_Frozen):
         "category", "popularity", "conversion")
     learning_schedule: Literal["adagrad", "adadelta"] = "adagrad"
     token_weight: float = Field(1.0, gt=0)   # feature tokens' total weight beside identity (1)
+    # how confidence steers WARP: weight = sample_weight, sample = positives drawn each epoch
+    # in proportion to it; both use confidence ** confidence_power (0 = binary, >1 = wider)
+    confidence: Literal["weight", "sample"] = "weight"
+    confidence_power: float = Field(1.0, ge=0, le=8)
     validation_days: int = Field(3, gt=0)     # time split: last N days of train = validation
     validation_n: int = Field(5, gt=0)        # leave_n_out split: N per user = validation
     patience: int = Field(3, gt=0)            # epochs without a better validation score
@@ -177,8 +187,17 @@ class BaselineParams(_Frozen):
     ease: EASEParams = EASEParams()
 
 
+class TargetParams(_Frozen):
+    """Which holdout (and validation) pairs count as relevant; see pipeline.evaluation.target."""
+
+    types: tuple[str, ...] = ()                # [] = every positive pair
+    min_value: dict[str, float] = {}           # per listed type: the event's value reaches this
+    min_net: float | None = None               # and/or: the pair's net signal reaches this
+
+
 class EvaluateParams(_Frozen):
     k: int = Field(10, gt=0)
+    target: TargetParams = TargetParams()
 
 
 class GateParams(_Frozen):
@@ -219,6 +238,29 @@ class Params(_Frozen):
     def event_types(self) -> tuple[str, ...]:
         return tuple(self.signals.weights)
 
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, what is wrong) for rules that span several keys; empty when consistent."""
+        types = set(self.event_types)
+        tg = self.evaluate.target
+        out = [("evaluate.target.types", f"'{t}' is not an event type of signals.weights "
+                 f"({', '.join(self.event_types)})") for t in tg.types if t not in types]
+        for t, v in tg.min_value.items():
+            if t not in tg.types:
+                out.append((f"evaluate.target.min_value.{t}", f"'{t}' is not in evaluate.target.types"))
+            elif self.signals.value_kind.get(t) == "fraction" and not 0 <= v <= 1:
+                out.append((f"evaluate.target.min_value.{t}", f"a watch fraction is in [0, 1], got {v}"))
+        for t, kind in self.signals.value_kind.items():
+            lo, hi = self.validate_.value_ranges.get(t, (None, None))
+            if kind == "count" and (hi is not None or lo is None or lo < 0):
+                out.append((f"validate.value_ranges.{t}", f"signals.value_kind.{t} is count, so "
+                            f"the range must be [0, null] (got [{lo}, {hi}]): a count is never "
+                            "read as a watch fraction or stars"))
+        if self.split.strategy == "time" and self.ingest.loader.time_unit == "none":
+            out.append(("split.strategy", "the time split needs event times, but "
+                        "ingest.loader.time_unit is none (the data has no timestamps); "
+                        "use split.strategy: leave_n_out"))
+        return out
+
 
 def _describe(err: ValidationError, source: Path) -> str:
     first = err.errors()[0]
@@ -243,9 +285,12 @@ def load_params(path: Path | None = None) -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of stage groups, got {type(raw).__name__}.")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_describe(e, path)) from None
+    for key, what in params.problems()[:1]:
+        raise ConfigError(f"{path}: key '{key}': {what}. Fix params.yaml and run again.")
+    return params
 
 
 #: the file names inside an event folder (data/events/, data/validated/)
@@ -442,6 +487,16 @@ class Paths:
     def model_search(self) -> Path:
         """Every trial of every family on the validation slice, and which one was chosen."""
         return self.reports / "model_search.json"
+
+    @property
+    def signal_tuning(self) -> Path:
+        """``recflow tune-signals``: every trial and the holdout table."""
+        return self.reports / "signal_tuning.json"
+
+    @property
+    def signals_patch(self) -> Path:
+        """``recflow tune-signals``: the chosen values, as params.yaml keys to apply."""
+        return self.reports / "signals_patch.yaml"
 
     @property
     def promotion_report(self) -> Path:

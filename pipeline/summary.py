@@ -41,6 +41,7 @@ def render(n_samples: int = 3) -> str:
     if "evaluate" in results:
         r = results["evaluate"]
         k = r["k"]
+        out.append(f"evaluation target       : {r.get('target', 'all positives')}")
         fam = r.get("candidate_family")
         line = (f"precision@{k}            : model{f' ({fam})' if fam else ''} "
                 f"{r['candidate'][f'precision@{k}']:.4f}  vs popularity {r['popularity'][f'precision@{k}']:.4f}")

@@ -55,3 +55,14 @@ def test_ingest_forget_is_one_line_without_traceback(tmp_path):
     assert p.returncode == 1 and "Traceback" not in p.stderr
     (line,) = p.stderr.strip().splitlines()
     assert "nothing ingested yet" in line
+
+
+def test_tune_signals_bad_budget_and_missing_data_are_one_line(tmp_path):
+    p = recflow("tune-signals", "--trials", "1")
+    assert p.returncode == 2 and "--trials 1" in p.stderr and "Traceback" not in p.stderr
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    p = recflow("--root", str(tmp_path), "tune-signals")
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "recflow validate" in p.stderr
+

@@ -37,6 +37,19 @@ def test_repo_params_load():
         (lambda d: d["model"]["search"].update(tokens=["everything"]), "model.search.tokens.0"),
         (lambda d: d["baselines"]["ease"].update(lambda_=[1.0]), "baselines.ease.lambda_"),
         (lambda d: d["baselines"]["als"].update(alpha=[0.0]), "baselines.als.alpha.0"),
+        (lambda d: d["signals"]["weights"].update(view="lots"), "signals.weights.view"),
+        (lambda d: d["signals"]["watch"].update(strong_threshold=1.5), "signals.watch.strong_threshold"),
+        (lambda d: d["signals"]["value_kind"].update(play="minutes"), "signals.value_kind.play"),
+        (lambda d: d["evaluate"]["target"].update(types=["purchase", "teleport"]),
+         "evaluate.target.types"),
+        (lambda d: d["evaluate"]["target"].update(types=["play"], min_value={"play": 2.0}),
+         "evaluate.target.min_value.play"),
+        (lambda d: d["evaluate"]["target"].update(min_value={"play": 0.9}),
+         "evaluate.target.min_value.play"),
+        # a play count under the watch-fraction range would be ambiguous
+        (lambda d: d["signals"]["value_kind"].update(play="count"), "validate.value_ranges.play"),
+        (lambda d: d["ingest"]["loader"].update(time_unit="none"), "split.strategy"),
+        (lambda d: d["model"].update(confidence="both"), "model.confidence"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, mutate, key):
@@ -111,3 +124,16 @@ def test_settings_from_env():
     assert s.root == Path("/tmp").resolve() and s.online_store == "redis://h:1"
     assert s.serving_url is None
     assert Settings.from_env({}) == Settings(None, None, None)
+
+
+def test_count_only_file_config_loads(tmp_path):
+    """The last.fm recipe (README): a constant play event, no time, a count per row."""
+    def lastfm(d):
+        d["ingest"]["loader"].update(event_type="play", time_unit="none",
+                                     columns={"user_id": "userID", "item_id": "artistID",
+                                              "value": "weight"})
+        d["signals"]["value_kind"]["play"] = "count"
+        d["validate"]["value_ranges"]["play"] = [0, None]
+        d["split"]["strategy"] = "leave_n_out"
+    p = load_params(write(tmp_path, lastfm))
+    assert p.signals.value_kind["play"] == "count" and p.ingest.loader.event_type == "play"

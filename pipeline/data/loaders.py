@@ -20,6 +20,11 @@ Presets bring their own column mapping, event names and time unit:
   header optional) whose events ``pv``/``cart``/``fav``/``buy`` become
   ``view``/``add_to_cart``/``favorite``/``purchase``.
 * ``generic``: whatever ``ingest.loader`` says (identity mapping by default).
+
+Aggregated files (last.fm's ``user_artists.dat``: user, artist, total plays) load by
+configuration too: ``event_type`` gives every row one event type, ``time_unit: none`` says the
+file has no time (every row gets :data:`TIMELESS`, and only a leave-N-out split may use it),
+and the count goes into ``value`` (``signals.value_kind.<type>: count``), one row per pair.
 """
 
 from __future__ import annotations
@@ -43,8 +48,12 @@ from pipeline.columns import Columns as C
 from pipeline.config import LoaderParams
 from pipeline.errors import DataError
 
-#: canonical columns a source must provide (event_type may instead be a preset constant)
+#: canonical columns a source must provide (event_type may instead be a constant, the
+#: timestamp left out with ``time_unit: none``)
 REQUIRED = (C.user, C.item, C.event, C.ts)
+#: the event time of every row of a file without time (``time_unit: none``): fixed, so the same
+#: bytes give the same rows; a time split refuses such data (config and split both check)
+TIMELESS = pd.Timestamp("2000-01-01", tz="UTC")
 OPTIONAL = (C.value, C.category)
 
 #: bump when the loaders read the same bytes differently (a parser fix): files still in the
@@ -68,7 +77,7 @@ class LoaderSpec:
 
     columns: dict[str, str]  # canonical name -> source column
     events: dict[str, str] = field(default_factory=dict)  # source event name -> canonical
-    time_unit: str = "iso"  # s | ms | iso
+    time_unit: str = "iso"  # s | ms | iso | none (no time column: every row is TIMELESS)
     format: str = "auto"  # auto | csv | tsv | parquet
     constant_event: str | None = None  # every row is this event (MovieLens: rating)
     names: tuple[str, ...] | None = None  # column names for a headerless file
@@ -115,7 +124,7 @@ def resolve(lp: LoaderParams, preset: str | None = None) -> LoaderSpec:
         events={**base.events, **lp.events},
         time_unit=lp.time_unit or base.time_unit,
         format=lp.format if lp.format != "auto" else base.format,
-        constant_event=base.constant_event,
+        constant_event=lp.event_type or base.constant_event,
         names=base.names,
     )
 
@@ -320,7 +329,9 @@ def load_file(path: Path, spec: LoaderSpec, batch: str) -> pd.DataFrame:
     """One file → canonical events + ``batch`` + ``parse_error`` (one row per input row,
     malformed lines included as rows with null fields)."""
     table, malformed = _read(path, spec)
-    need = [c for c in REQUIRED if not (c == C.event and spec.constant_event)]
+    timeless = spec.time_unit == "none"
+    need = [c for c in REQUIRED if not (c == C.event and spec.constant_event)
+            and not (c == C.ts and timeless)]
     missing = [spec.columns.get(c, "?") + ("" if spec.columns.get(c) == c else f" (for {c})")
                for c in need if spec.columns.get(c) not in table.column_names]
     if missing:
@@ -351,7 +362,10 @@ def load_file(path: Path, spec: LoaderSpec, batch: str) -> pd.DataFrame:
                                                     categories=[spec.constant_event]))
     else:
         event = _categorical(text(C.event), spec.events)
-    ts, ts_text = _timestamps(table.column(spec.columns[C.ts]), spec.time_unit)
+    if timeless:
+        ts, ts_text = pd.Series(np.full(n, TIMELESS.as_unit("us"))).dt.as_unit("us"), None
+    else:
+        ts, ts_text = _timestamps(table.column(spec.columns[C.ts]), spec.time_unit)
     if ts_text is not None:
         explain(ts.isna().to_numpy() & ts_text.is_valid().to_numpy(zero_copy_only=False),
                 ts_text, f"event_timestamp is not a timestamp ({spec.time_unit})")

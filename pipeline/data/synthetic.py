@@ -86,6 +86,19 @@ def _taste_categories(
     return out
 
 
+def _world(p: SyntheticParams, rng: np.random.Generator) -> tuple[Catalogue, np.ndarray]:
+    """The catalogue and every user's category taste (n_users × n_categories, rows sum to 1):
+    the first draws of the seed's stream, so :func:`user_taste` gives them again."""
+    cat = _catalogue(p, rng)
+    return cat, rng.dirichlet(np.full(p.n_categories, p.taste_concentration), size=p.n_users)
+
+
+def user_taste(p: SyntheticParams) -> np.ndarray:
+    """The latent taste :func:`generate` drew for user ``u{i:07d}`` in row i (the ground truth
+    tests measure how much taste information each event type carries)."""
+    return _world(p, np.random.default_rng(p.seed))[1]
+
+
 def generate(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (events, items): the canonical event table and item metadata (category)."""
     rng = np.random.default_rng(p.seed)
@@ -93,8 +106,7 @@ def generate(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     end = pd.Timestamp(p.end_date, tz="UTC") + pd.Timedelta(days=1)
     start = end - pd.Timedelta(seconds=span)
 
-    cat = _catalogue(p, rng)
-    taste = rng.dirichlet(np.full(p.n_categories, p.taste_concentration), size=p.n_users)
+    cat, taste = _world(p, rng)
     activity = rng.lognormal(0.0, 1.0, p.n_users)
     signup = np.where(
         rng.random(p.n_users) < p.new_user_share, rng.uniform(0, span * 0.95, p.n_users), 0.0

@@ -30,7 +30,8 @@ def save(paths: Paths, details: dict, per_user: pd.DataFrame,
     with atomic_dir(paths.metrics) as tmp:
         for name in MODELS:
             if details.get(name):
-                write_json(tmp / paths.model_metrics(name).name, headline(details[name], k))
+                write_json(tmp / paths.model_metrics(name).name,
+                           {**headline(details[name], k), "target": details.get("target")})
     write_json(paths.evaluation_details, details)
     write_parquet(per_user.reset_index(), paths.per_user_precision)
     # Wide table: one precision column per model, so `dvc plots show` draws one line each; a

@@ -22,6 +22,8 @@ import pandas as pd
 from pipeline.columns import Columns as C
 from pipeline.config import Params
 from pipeline.data.signals import confidence_sql
+from pipeline.errors import DataError
+from pipeline.evaluation import target
 from pipeline.evaluation.fingerprint import pair_hash
 from pipeline.io import sql_path, sql_str
 
@@ -29,12 +31,19 @@ from pipeline.io import sql_path, sql_str
 @dataclass(frozen=True)
 class Split:
     train: pd.DataFrame    # positives (user_id, item_id, confidence, ...) before the cutoff
-    holdout: pd.DataFrame  # positives to predict; pairs already in train removed
+    holdout: pd.DataFrame  # positives to predict; pairs already in train removed (every
+                           # positive: ``target.relevant`` keeps those in evaluate.target)
     cutoff: datetime       # features are taken as of this time
 
 
-def _end(con: duckdb.DuckDBPyConnection, src: str) -> datetime:
-    (hi,) = con.execute(f"SELECT max({C.ts}) FROM {src}").fetchall()[0]
+def _end(con: duckdb.DuckDBPyConnection, src: str, strategy: str) -> datetime:
+    lo, hi = con.execute(f"SELECT min({C.ts}), max({C.ts}) FROM {src}").fetchall()[0]
+    if hi is None:
+        raise DataError(f"{src}: no events to split.")
+    if strategy == "time" and lo == hi:
+        raise DataError(f"{src}: every event has the same time (data without time, e.g. a count "
+                        "file loaded with ingest.loader.time_unit: none), so a time split has "
+                        "nothing to cut; use split.strategy: leave_n_out.")
     return hi + timedelta(microseconds=1)
 
 
@@ -53,18 +62,21 @@ def rank_in_user(pairs: pd.DataFrame, salt: str) -> np.ndarray:
 def make_split(events: Path, params: Params) -> Split:
     con = duckdb.connect()
     src = f"read_parquet({sql_path(events)})"
-    end = _end(con, src)
+    end = _end(con, src, params.split.strategy)
     sp = params.signals
+    fl = target.flags(params.evaluate.target)
     if params.split.strategy == "time":
         cutoff = end - timedelta(days=params.split.test_days)
         c = f"TIMESTAMPTZ {sql_str(cutoff.isoformat())}"
-        train = con.sql(confidence_sql(sp, f"(SELECT * FROM {src} WHERE {C.ts} < {c})", cutoff)).df()
-        test = con.sql(confidence_sql(sp, f"(SELECT * FROM {src} WHERE {C.ts} >= {c})", end)).df()
+        train = con.sql(confidence_sql(sp, f"(SELECT * FROM {src} WHERE {C.ts} < {c})", cutoff,
+                                       fl)).df()
+        test = con.sql(confidence_sql(sp, f"(SELECT * FROM {src} WHERE {C.ts} >= {c})", end,
+                                      fl)).df()
         seen = train[[C.user, C.item]].assign(_seen=True)
         test = test.merge(seen, on=[C.user, C.item], how="left")
         test = test[test["_seen"].isna()].drop(columns="_seen")
     else:
-        pairs = con.sql(confidence_sql(sp, src, end)).df()
+        pairs = con.sql(confidence_sql(sp, src, end, fl)).df()
         out = rank_in_user(pairs, f"split:{params.split.seed}") < params.split.n_out
         test, train = pairs[out], pairs[~out]
         cutoff = end
@@ -81,7 +93,7 @@ def all_pairs(events: Path, params: Params) -> pd.DataFrame:
     con = duckdb.connect()
     try:
         src = f"read_parquet({sql_path(events)})"
-        pairs = con.sql(confidence_sql(params.signals, src, _end(con, src))).df()
+        pairs = con.sql(confidence_sql(params.signals, src, _end(con, src, "all"))).df()
     finally:
         con.close()
     return pairs.sort_values([C.user, C.item]).reset_index(drop=True)

@@ -20,6 +20,7 @@ from pipeline.columns import Columns as C
 from pipeline.columns import Feast
 from pipeline.config import Params, Paths
 from pipeline.errors import DataError
+from pipeline.evaluation import target
 from pipeline.evaluation.splits import carve_validation, make_split
 from pipeline.feature_store import store
 from pipeline.features import snapshots
@@ -86,16 +87,25 @@ def build(params: Params, paths: Paths) -> Trainset:
     if split.train.empty:
         raise DataError(f"{events}: no positive (user, item) pairs before the split cutoff {split.cutoff}.")
     fit, validation = carve_validation(split.train, params)
-    if fit.empty or validation.empty:
-        raise DataError(f"{events}: the validation slice or what is left to fit on is empty; "
-                        "change model.validation_days / model.validation_n.")
-    users = sorted(set(split.train[C.user]) | set(split.holdout[C.user]))
+    tg = params.evaluate.target
+    # the holdout and the validation slice keep only the target's pairs: what is tuned on
+    # validation is tuned for what evaluate scores (the other pairs stay out of the fit part)
+    holdout, val_target = target.relevant(split.holdout, tg), target.relevant(validation, tg)
+    if fit.empty or val_target.empty:
+        raise DataError(f"{events}: the validation slice (in evaluate.target: "
+                        f"{target.describe(tg)}) or what is left to fit on is empty; "
+                        "change model.validation_days / model.validation_n or evaluate.target.")
+    users = sorted(set(split.train[C.user]) | set(holdout[C.user]))
     items = sorted(set(split.train[C.item]))
     meta = {"cutoff": split.cutoff.isoformat(), "strategy": params.split.strategy,
-            "train_pairs": len(split.train), "holdout_pairs": len(split.holdout),
-            "fit_pairs": len(fit), "validation_pairs": len(validation),
+            "target": target.describe(tg),
+            "train_pairs": len(split.train), "holdout_pairs": len(holdout),
+            "holdout_positive_pairs": len(split.holdout),
+            "fit_pairs": len(fit), "validation_pairs": len(val_target),
+            "validation_positive_pairs": len(validation),
             "users": len(users), "items": len(items)}
     if params.split.strategy == "leave_n_out":
+        # every held-out positive is left out of the features, in the target or not
         uf, itf = features_without_holdout(params, paths, split.holdout, users, items)
         meta["features"] = "validated events minus the held-out pairs"
     else:
@@ -103,7 +113,12 @@ def build(params: Params, paths: Paths) -> Trainset:
         uf = point_in_time(fs, users, C.user, Feast.user_view, split.cutoff)
         itf = point_in_time(fs, items, C.item, Feast.item_view, split.cutoff)
         meta["features"] = "Feast point-in-time at the cutoff"
-    return Trainset(split.train, fit, validation, split.holdout, uf, itf, meta)
+    # the flag is about relevance, not training data: train/fit stay as without a target
+    # (same columns, so the same inputs hash for an unchanged run)
+    def bare(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.drop(columns=[target.FLAG], errors="ignore")
+
+    return Trainset(bare(split.train), bare(fit), val_target, holdout, uf, itf, meta)
 
 
 def save(ts: Trainset, paths: Paths) -> None:

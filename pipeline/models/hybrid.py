@@ -49,6 +49,35 @@ def _features(ids: list[str], id_index: dict[str, int], tokens: dict[str, list[s
     return sp.csr_matrix(sp.diags(1.0 / norm) @ m, dtype=np.float32)
 
 
+class _Positives:
+    """The positives WARP sees each epoch, two ways for confidence to steer it (chosen on
+    validation: ``model.confidence``):
+
+    - ``weight``: every pair once, its weight as LightFM's ``sample_weight`` (the gradient
+      step of that positive is scaled; adagrad's per-parameter step sizes absorb part of it);
+    - ``sample``: as many draws as pairs, with replacement, in proportion to the weight
+      (seeded, a new draw per epoch): a strong pair is visited more often, a weak one may be
+      skipped in an epoch, and every step has the same size.
+    """
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, weight: np.ndarray,
+                 shape: tuple[int, int], mode: str, seed: int) -> None:
+        self.rows, self.cols, self.weight, self.shape, self.mode = rows, cols, weight, shape, mode
+        self._rng = np.random.default_rng(seed)
+        self._once = (sp.coo_matrix((np.ones_like(weight), (rows, cols)), shape=shape),
+                      sp.coo_matrix((weight, (rows, cols)), shape=shape))
+
+    def epoch(self) -> tuple[sp.coo_matrix, sp.coo_matrix | None]:
+        """(interactions, sample_weight) for one epoch."""
+        if self.mode != "sample" or len(self.weight) == 0:
+            return self._once
+        cum = np.cumsum(self.weight, dtype=np.float64)
+        pick = np.sort(np.searchsorted(cum, self._rng.random(len(cum)) * cum[-1], side="right"))
+        pick = np.minimum(pick, len(cum) - 1)
+        ones = np.ones(len(pick), dtype=np.float32)
+        return sp.coo_matrix((ones, (self.rows[pick], self.cols[pick])), shape=self.shape), None
+
+
 class LightFMRecommender(RecommenderBase):
     """LightFM hybrid; unknown users fall back to their feature tokens, then popularity."""
 
@@ -72,7 +101,8 @@ class LightFMRecommender(RecommenderBase):
     def _fit(self, train: pd.DataFrame, user_tokens: TokenMap, item_tokens: TokenMap,
              on_epoch: Callable[[int, LightFMRecommender], bool | None] | None = None,
              **kw: Any) -> None:
-        """``train``: (user_id, item_id, confidence) positives; confidence → sample_weight.
+        """``train``: (user_id, item_id, confidence) positives; ``confidence ** confidence_power``
+        steers WARP as ``model.confidence`` says (:class:`_Positives`).
 
         ``on_epoch(epoch, model)`` runs after every epoch; returning True stops training.
         With ``num_threads: 1`` and a fixed seed, training is deterministic.
@@ -95,9 +125,9 @@ class LightFMRecommender(RecommenderBase):
         c = train[C.item].astype(str).map(iidx).to_numpy()
         w = (np.array(train[C.confidence].to_numpy(), dtype=np.float32)  # writable copy
              if C.confidence in train else np.ones(len(train), dtype=np.float32))
+        w **= np.float32(p.confidence_power)
         shape = (len(self.user_ids), len(self.item_ids))
-        inter = sp.coo_matrix((np.ones_like(w), (r, c)), shape=shape)
-        weights = sp.coo_matrix((w, (r, c)), shape=shape)
+        pairs = _Positives(r, c, w, shape, p.confidence, p.seed)
         # ``ensemble`` members differ only in their seed and train in lockstep, so early
         # stopping and refit see one model; ``_snapshot`` folds them into one factor model.
         self._members = [
@@ -108,6 +138,7 @@ class LightFMRecommender(RecommenderBase):
             for j in range(p.ensemble)]
         self.popularity = popularity_scores(train, self.item_ids)
         for epoch in range(p.epochs):
+            inter, weights = pairs.epoch()
             for m in self._members:
                 m.fit_partial(inter, user_features=uf, item_features=itf, sample_weight=weights,
                               epochs=1, num_threads=p.num_threads)

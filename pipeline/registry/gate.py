@@ -119,6 +119,7 @@ def decision(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> 
         "verdict": {CANDIDATE: "promote", POPULARITY: "popularity floor", None: "refuse"}[promoted],
         "reason": verdict["reason"],
         "metric": p,
+        "target": ev.get("target", "all positives"),   # which held-out pairs were relevant
         "challenger_score": ev[CANDIDATE][p],
         "champion_score": champ[p] if champ else None,
         "compared_with": CHAMPION if champ else POPULARITY,

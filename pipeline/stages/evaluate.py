@@ -13,7 +13,7 @@ from __future__ import annotations
 from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
 from pipeline.errors import DataError
-from pipeline.evaluation import results
+from pipeline.evaluation import results, target
 from pipeline.evaluation.champion import Data, per_user_frame, score_champion, tokens_for
 from pipeline.evaluation.holdout import Scored, score_users
 from pipeline.models.artifact import load_model
@@ -38,7 +38,8 @@ def run(params: Params, paths: Paths) -> dict:
             models[name] = load_model(paths.family_model(name))
     if "popularity" not in models:   # the gate's floor is always measured
         models["popularity"] = Popularity().fit(data.train)
-    details: dict = {"k": k, "holdout_users": int(data.holdout[C.user].nunique()),
+    details: dict = {"k": k, "target": target.describe(params.evaluate.target),
+                     "holdout_users": int(data.holdout[C.user].nunique()),
                      "candidate_family": family(candidate.meta.get("format")),
                      "families": {n: m.config() for n, m in models.items() if n != "candidate"},
                      "candidate_inputs": candidate.meta.get("inputs_sha256"),

@@ -278,3 +278,43 @@ def test_the_readme_snippets_are_valid_loaders():
         assert all(c in spec.columns or (c == C.event and spec.constant_event) for c in REQUIRED)
         presets.add(preset)
     assert presets == {"generic", "movielens", "ecommerce"}
+
+
+LASTFM = {"ingest": {"source": "file",
+                     "loader": {"format": "tsv", "event_type": "play", "time_unit": "none",
+                                "columns": {"user_id": "userID", "item_id": "artistID",
+                                            "value": "weight"}}},
+          "signals": {"value_kind": {"play": "count"}},
+          "validate": {"value_ranges": {"play": [0, None]}},
+          "split": {"strategy": "leave_n_out"}}
+
+
+def test_count_only_tsv_without_time_loads_by_configuration(tmp_path):
+    """last.fm's user_artists.dat: (user, artist, total plays), no event type, no time."""
+    from pipeline.data.loaders import TIMELESS
+
+    f = write(tmp_path / "user_artists.dat", "userID\tartistID\tweight\n2\t51\t13883\n2\t52\t11690\n"
+                                             "3\t51\t7\n")
+    p = params(**LASTFM)
+    df = load_file(f, resolve(p.ingest.loader), "b")
+    assert len(df) == 3 and set(df[C.event]) == {"play"}            # one row per pair: no expansion
+    assert list(df[C.value]) == [13883.0, 11690.0, 7.0]
+    assert (df[C.ts] == TIMELESS).all() and df[C.parse_error].isna().all()
+
+
+def test_bad_counts_are_quarantined_with_a_reason_nothing_lost(tmp_path):
+    from pipeline.data.suite import check
+
+    f = write(tmp_path / "user_artists.dat", "userID\tartistID\tweight\n1\t10\t5\n1\t11\t-3\n"
+                                             "1\t12\tlots\n2\t10\t0\n" + "".join(
+                                                 f"{u}\t{i}\t{u + i}\n" for u in range(3, 9)
+                                                 for i in range(20, 24)))
+    p = params(**LASTFM)
+    df = load_file(f, resolve(p.ingest.loader), "b")
+    out = check(df, p)
+    assert len(out.accepted) + len(out.quarantined) == len(df)
+    q = out.quarantined.set_index(C.item)[C.reason]
+    assert set(q.index) == {"11", "12"}
+    assert "value is not a number" in q["12"]
+    assert "expect_column_values_to_be_between" in q["11"] and "min_value=0.0" in q["11"]
+    assert out.ok   # 2 of 28 rows: under max_quarantine_fraction

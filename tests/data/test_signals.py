@@ -117,3 +117,25 @@ def test_scaling_is_log(sp):
 
 def test_empty_events_give_no_pairs(sp):
     assert len(pair_confidence(events(), sp)) == 0
+
+
+def test_a_count_row_is_that_many_events_without_expanding(sp):
+    """``value_kind: count``: one (play, 3) row gives the pair the confidence of three plays
+    (weight and repeat_bonus), and a zero count is no positive."""
+    counted = sp.model_copy(update={"value_kind": {"play": "count"}})
+    one_row = events(("u", "a", "play", 0, 3.0), ("u", "z", "play", 0, 0.0))
+    three_rows = events(*[("u", "a", "play", d, 1.0) for d in range(3)])
+    got, want = conf(one_row, counted), conf(three_rows, counted)
+    assert got == pytest.approx(want) and ("u", "z") not in got
+    # 3 plays: 3 × weight + 2 repeats × repeat_bonus
+    net = 3 * counted.weights["play"] + 2 * counted.repeat_bonus
+    import math
+    assert got[("u", "a")] == pytest.approx(1 + counted.alpha * math.log(1 + net / counted.epsilon))
+
+
+def test_value_kind_decides_what_a_value_means(sp):
+    """The same play value 0.95 is a finished watch under fraction and 0.95 plays under count."""
+    ev = events(("u", "a", "play", 0, 0.95))
+    as_fraction = conf(ev, sp)[("u", "a")]
+    as_count = conf(ev, sp.model_copy(update={"value_kind": {"play": "count"}}))[("u", "a")]
+    assert as_fraction > as_count   # the strong-watch bonus applies only to a fraction

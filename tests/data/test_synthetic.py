@@ -78,3 +78,27 @@ def test_users_have_tastes(data):
     ev = events.merge(items, on=C.item)
     share = ev.groupby(C.user)[C.category].agg(lambda s: s.value_counts(normalize=True).iloc[0])
     assert share.median() > 2.0 / SMALL.n_categories
+
+
+def test_strong_signals_carry_more_taste_than_views(data):
+    """What the signal weights rely on: a purchase or a finished play says more about a user's
+    taste than a view, a click or an abandoned play. Measured against the generator's ground
+    truth: the mean taste weight of the event's category for its user (1/n_categories when an
+    event says nothing), so the ablation in benchmarks/signals.py measures something real."""
+    from pipeline.data.synthetic import user_taste
+
+    events, items = data
+    taste = user_taste(SMALL)
+    cat = items.set_index(C.item)[C.category].str.slice(1).astype(int)
+    u = events[C.user].str.slice(1).astype(int).to_numpy()
+    c = cat.reindex(events[C.item]).to_numpy()
+    w = pd.Series(taste[u, c], index=events.index)
+    kind = events[C.event].where(events[C.event] != "play",
+                                 np.where(events[C.value] >= 0.9, "finished play",
+                                          np.where(events[C.value] < 0.2, "abandoned play", "play")))
+    info = w.groupby(kind.to_numpy()).mean()
+    for strong in ("purchase", "finished play"):
+        assert info[strong] > info["view"] + 0.03, info.round(3).to_dict()
+        assert info[strong] > info["abandoned play"] + 0.2, info.round(3).to_dict()
+        assert info[strong] > info["click"], info.round(3).to_dict()
+    assert info["view"] > 1.0 / SMALL.n_categories    # views are not pure noise either

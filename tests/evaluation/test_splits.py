@@ -114,3 +114,19 @@ def test_validation_carve_is_a_function_of_the_pairs(tmp_path):
     per = val1.groupby(C.user).size()
     assert per.max() == PARAMS.model.validation_n
     assert set(fit1[C.user]) >= set(val1[C.user])   # a validation user keeps pairs to fit on
+
+
+def test_time_split_refuses_data_without_time(tmp_path):
+    """A count file loaded with ``time_unit: none`` has every event at one instant: the time
+    split says to use leave_n_out instead of cutting nothing."""
+    import pytest
+
+    from pipeline.data.loaders import TIMELESS
+    from pipeline.errors import DataError
+
+    f = tmp_path / "events.parquet"
+    events(n=500).assign(**{C.ts: TIMELESS}).to_parquet(f)
+    timed = PARAMS.model_copy(update={"split": PARAMS.split.model_copy(update={"strategy": "time"})})
+    with pytest.raises(DataError, match="leave_n_out"):
+        make_split(f, timed)
+    assert len(make_split(f, PARAMS).holdout) > 0      # leave-N-out needs no time

@@ -72,3 +72,25 @@ def test_a_held_out_interaction_changes_no_training_feature(tmp_path):
     itf = before.item_features.set_index(C.item)
     pop = kept.groupby(C.item).size()
     assert (itf.loc[pop.index, F.pop_all] == pop).all()
+
+
+def test_target_narrows_holdout_and_validation_not_training(tmp_path):
+    """evaluate.target = purchases: the holdout and the validation slice keep only pairs with a
+    purchase; the train and fit parts are the same as with every positive relevant."""
+    from pipeline.config import TargetParams
+
+    params, ev = _params(), _events(n=2_000)
+    everything = trainset.build(params, _paths(tmp_path / "a", ev))
+    tp = params.evaluate.model_copy(update={"target": TargetParams(types=("purchase",))})
+    bought = trainset.build(params.model_copy(update={"evaluate": tp}), _paths(tmp_path / "b", ev))
+    key = [C.user, C.item]
+    purchased = ev[ev[C.event] == "purchase"][key].drop_duplicates()
+    for narrowed, full in ((bought.holdout, everything.holdout),
+                           (bought.validation, everything.validation)):
+        want = full[key].merge(purchased, on=key)
+        pd.testing.assert_frame_equal(narrowed[key].reset_index(drop=True),
+                                      want.reset_index(drop=True))
+        assert 0 < len(narrowed) < len(full)
+    pd.testing.assert_frame_equal(bought.train, everything.train)
+    pd.testing.assert_frame_equal(bought.fit, everything.fit)
+    assert bought.meta["target"] == "purchase" and everything.meta["target"] == "all positives"
