@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.columns import Columns as C
+from pipeline.columns import Features as F
 from pipeline.config import Params, Paths
 from pipeline.errors import DataError
 from pipeline.evaluation.fingerprint import inputs_sha256, load_fingerprint, overlap, write_artifact
@@ -31,7 +32,8 @@ from pipeline.evaluation.holdout import Scored, score_users
 from pipeline.models.artifact import load_model
 from pipeline.models.base import FAMILIES, ArtifactError, RecommenderBase, TokenMap, read_meta
 from pipeline.models.popularity import Popularity
-from pipeline.models.tokens import item_tokens, user_tokens
+from pipeline.features import recent
+from pipeline.models.tokens import fit_edges, item_tokens, user_tokens
 from pipeline.registry import versions
 
 log = logging.getLogger("recflow.evaluate")
@@ -59,15 +61,22 @@ class Data:
                    pd.read_parquet(paths.train_user_features), itf)
 
 
-def _config_tokens(config: dict, data: Data) -> tuple[TokenMap, TokenMap]:
-    """The feature tokens a configuration asks for (none for families without features)."""
-    return (user_tokens(data.user_features, tuple(config.get("user_features", ()))),
-            item_tokens(data.item_features, tuple(config.get("item_features", ()))))
+def _config_tokens(config: dict, data: Data, edges: dict | None = None
+                   ) -> tuple[TokenMap, TokenMap]:
+    """The feature tokens a configuration asks for (none for families without features);
+    numeric buckets with ``edges`` (the model's), else edges from this train part."""
+    uf, itf = tuple(config.get("user_features", ())), tuple(config.get("item_features", ()))
+    if edges is None:
+        n = int(config.get("buckets", 8))
+        edges = {"user": fit_edges(data.user_features, uf, C.user, n),
+                 "item": fit_edges(data.item_features, itf, C.item, n)}
+    return (user_tokens(data.user_features, uf, edges.get("user")),
+            item_tokens(data.item_features, itf, edges.get("item")))
 
 
 def tokens_for(model: RecommenderBase, data: Data) -> TokenMap:
     """The user tokens ``model`` was configured to read, from this run's features."""
-    return _config_tokens(model.config(), data)[0]
+    return _config_tokens(model.config(), data, getattr(model, "token_edges", None) or None)[0]
 
 
 def refit_configuration(directory: Path, data: Data) -> RecommenderBase:
@@ -81,7 +90,9 @@ def refit_configuration(directory: Path, data: Data) -> RecommenderBase:
     if meta.get("best_epoch") and "epochs" in config:
         config["epochs"] = int(meta["best_epoch"])
     utok, itok = _config_tokens(config, data)
-    model = family.from_config(config).fit(data.train, utok, itok)
+    hist = recent.history(data.user_features[C.user], data.user_features[F.recent_items]) \
+        if F.recent_items in data.user_features else {}
+    model = family.from_config(config).fit(data.train, utok, itok, history=hist)
     model.meta = {**meta, "refit_on": "current train part"}
     return model
 

@@ -27,7 +27,8 @@ def save(paths: Paths, details: dict, per_user: pd.DataFrame,
     with atomic_dir(paths.metrics) as tmp:
         for name in MODELS:
             if details.get(name):
-                write_json(tmp / paths.model_metrics(name).name, headline(details[name], k))
+                write_json(tmp / paths.model_metrics(name).name,
+                           {**headline(details[name], k), **segment_headline(details, name)})
     write_json(paths.evaluation_details, details)
     write_parquet(per_user.reset_index(), paths.per_user_precision)
     # Wide table: one precision column per model, so `dvc plots show` draws one line each.
@@ -35,6 +36,12 @@ def save(paths: Paths, details: dict, per_user: pd.DataFrame,
     for name, rows in curves.items():
         wide[name] = [r["precision"] for r in rows]
     write_csv(wide, paths.precision_plot)
+
+
+def segment_headline(details: dict, name: str) -> dict:
+    """The replay's segments of one model, flat (``cold_revealed_precision@10`` …)."""
+    seg = (details.get("segments") or {}).get(name) or {}
+    return {f"{s}_{m}": v for s, ms in seg.items() for m, v in ms.items() if "@" in m}
 
 
 def load(paths: Paths) -> tuple[dict, pd.DataFrame]:

@@ -4,6 +4,11 @@ The artifact holds no pickle: ``model.npz`` (user embeddings/biases over the use
 precomputed item representations and biases, popularity fallback) and ``model.json``
 (vocabularies, ids, params). Scoring is a matrix product, so a model trained here can be
 served or re-scored anywhere without LightFM and without unpickling code.
+
+Cold start on both sides: a catalogue item with feature tokens but no interaction (``cold_items``)
+is scored from its tokens alone, so a new item can be recommended before anyone touched it;
+a user's recent items (``history``) become session tokens (:func:`tokens.session_tokens`) in
+training as of the cutoff and at request time alike (``session_items``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pipeline.columns import Columns as C
 from pipeline.config import ModelParams
 from pipeline.models.base import History, RecommenderBase, TokenMap
 from pipeline.models.popularity import catalogue, popularity_scores
+from pipeline.models.tokens import merge, session_tokens
 
 
 def _features(ids: list[str], id_index: dict[str, int], tokens: dict[str, list[str]],
@@ -69,9 +75,10 @@ class LightFMRecommender(RecommenderBase):
     # ---- training -------------------------------------------------------------------------
     def _fit(self, train: pd.DataFrame, user_tokens: TokenMap, item_tokens: TokenMap,
              on_epoch: Callable[[int, LightFMRecommender], bool | None] | None = None,
-             **kw: Any) -> None:
+             history: History | None = None, **kw: Any) -> None:
         """``train``: (user_id, item_id, confidence) positives; confidence → sample_weight.
 
+        ``history``: each user's recent items as of the cutoff (session tokens).
         ``on_epoch(epoch, model)`` runs after every epoch; returning True stops training.
         With ``num_threads: 1`` and a fixed seed, training is deterministic.
         """
@@ -79,21 +86,31 @@ class LightFMRecommender(RecommenderBase):
 
         p = self.params
         self.user_ids = catalogue(train, C.user)
-        self.item_ids = catalogue(train, C.item)
+        warm = catalogue(train, C.item)
+        known = set(warm)
+        cold = (np.asarray(sorted(i for i, t in item_tokens.items() if t and i not in known),
+                           dtype=object) if p.cold_items else np.asarray([], dtype=object))
+        self.item_ids = np.concatenate([warm, cold]) if len(cold) else warm
+        self.item_token_map = ({str(i): list(item_tokens.get(i, ())) for i in self.item_ids}
+                               if p.session_items else {})
+        user_tokens = self._with_session(user_tokens, history)
         self.user_vocab = sorted({t for u in self.user_ids for t in user_tokens.get(u, ())})
         self.item_vocab = sorted({t for i in self.item_ids for t in item_tokens.get(i, ())})
         self._uidx = {u: j for j, u in enumerate(self.user_ids)}
-        iidx = {i: j for j, i in enumerate(self.item_ids)}
+        iidx = {i: j for j, i in enumerate(warm)}
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
         itok = {t: j for j, t in enumerate(self.item_vocab)}
         uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, True,
                        p.token_weight)
-        itf = _features(list(self.item_ids), iidx, item_tokens, itok, True, p.token_weight)
+        itf = _features(list(warm), iidx, item_tokens, itok, True, p.token_weight)
+        # cold items: their tokens only (the identity columns stay empty), one row each
+        self._cold_f = (_features(list(cold), iidx, item_tokens, itok, False) if len(cold)
+                        else None)
         r = train[C.user].astype(str).map(self._uidx).to_numpy()
         c = train[C.item].astype(str).map(iidx).to_numpy()
         w = (np.array(train[C.confidence].to_numpy(), dtype=np.float32)  # writable copy
              if C.confidence in train else np.ones(len(train), dtype=np.float32))
-        shape = (len(self.user_ids), len(self.item_ids))
+        shape = (len(self.user_ids), len(warm))
         inter = sp.coo_matrix((np.ones_like(w), (r, c)), shape=shape)
         weights = sp.coo_matrix((w, (r, c)), shape=shape)
         # ``ensemble`` members differ only in their seed and train in lockstep, so early
@@ -120,6 +137,8 @@ class LightFMRecommender(RecommenderBase):
         concatenated and divided by N, item representations concatenated, biases averaged.
         Scoring, serving and the artifact stay those of a single model (just wider)."""
         ms, n = self._members, len(self._members)
+        if self._cold_f is not None:
+            item_features = sp.vstack([item_features, self._cold_f]).tocsr()
         self.user_emb = np.hstack([m.user_embeddings for m in ms]).astype(np.float32) / n
         self.user_bias = np.mean([m.user_biases for m in ms], axis=0).astype(np.float32)
         self.item_repr = np.hstack([item_features @ m.item_embeddings for m in ms]
@@ -130,6 +149,13 @@ class LightFMRecommender(RecommenderBase):
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
 
     # ---- scoring --------------------------------------------------------------------------
+    def _with_session(self, user_tokens: TokenMap | None, history: History | None) -> TokenMap:
+        """``user_tokens`` plus the session tokens of ``history`` (when configured)."""
+        n = self.params.session_items
+        if not history or not n:
+            return user_tokens or {}
+        return merge(user_tokens or {}, session_tokens(history, self.item_token_map, n))
+
     def known(self, user: str) -> bool:
         return user in self._uidx
 
@@ -162,7 +188,9 @@ class LightFMRecommender(RecommenderBase):
     def scores(self, users: list[str], user_tokens: TokenMap | None = None,
                history: History | None = None) -> np.ndarray:
         """(len(users) × n_items) scores; users without signal get the popularity order."""
-        reps, has = self.user_vectors(users, user_tokens)
+        if history:
+            history = {u: history[u] for u in users if u in history}
+        reps, has = self.user_vectors(users, self._with_session(user_tokens, history))
         s = reps @ self.item_repr.T + self.item_bias[None, :]
         if not has.all():
             s[~has] = self.popularity[None, :]
@@ -171,11 +199,15 @@ class LightFMRecommender(RecommenderBase):
     # ---- persistence ----------------------------------------------------------------------
     def _meta(self) -> dict:
         return {"user_ids": list(self.user_ids), **super()._meta(),
-                "user_vocab": self.user_vocab, "item_vocab": self.item_vocab}
+                "user_vocab": self.user_vocab, "item_vocab": self.item_vocab,
+                "item_token_map": getattr(self, "item_token_map", {}),
+                "token_edges": getattr(self, "token_edges", {})}
 
     def _restore(self, meta: dict) -> None:
         super()._restore(meta)
         self.user_ids = np.asarray(meta["user_ids"], dtype=object)
         self.user_vocab, self.item_vocab = meta["user_vocab"], meta["item_vocab"]
+        self.item_token_map = meta.get("item_token_map", {})
+        self.token_edges = meta.get("token_edges", {})
         self._uidx = {u: j for j, u in enumerate(self.user_ids)}
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}

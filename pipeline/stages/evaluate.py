@@ -13,11 +13,11 @@ import pandas as pd
 from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
 from pipeline.errors import DataError
-from pipeline.evaluation import results
+from pipeline.evaluation import replay, results
 from pipeline.evaluation.champion import Data, per_user_frame, score_champion, tokens_for
 from pipeline.evaluation.holdout import score_users
 from pipeline.evaluation.validation import tune_als
-from pipeline.io import write_json
+from pipeline.io import read_json, write_json
 from pipeline.models.als import ALS
 from pipeline.models.artifact import load_model
 from pipeline.models.base import ARRAYS_FILE
@@ -42,9 +42,15 @@ def run(params: Params, paths: Paths) -> dict:
                      "als_params": als_cfg, "candidate_inputs": candidate.meta.get("inputs_sha256"),
                      "champion_version": None, "champion_scoring": None, "champion_inputs": None}
     per_user, curves = {}, {}
+    history = replay.history_of(data.user_features)
     for name, m in models.items():
-        s = score_users(m, data.holdout, data.train, tokens_for(m, data), k, n_cat)
+        s = score_users(m, data.holdout, data.train, tokens_for(m, data), k, n_cat,
+                        history=history)
         details[name], curves[name], per_user[name] = s.metrics, s.curve, s.per_user
+    if params.split.strategy == "time":  # the replay needs a cutoff in time
+        cutoff = pd.Timestamp(read_json(paths.trainset_meta)["cutoff"]).to_pydatetime()
+        details["segments"] = replay.segments(
+            params, paths, {**models, **replay.baselines(data, models["als"])}, data, cutoff)
     champ = score_champion(params, paths, data)
     if champ is not None:
         details.update(champion=champ.scored.metrics, champion_version=champ.version,

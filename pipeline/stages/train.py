@@ -14,21 +14,23 @@ from pipeline.config import Params, Paths
 from pipeline.evaluation import trainset
 from pipeline.evaluation.fingerprint import inputs_sha256, write_artifact
 from pipeline.evaluation.validation import fit_early_stopping
+from pipeline.evaluation.replay import training_tokens
 from pipeline.io import atomic_dir, write_csv, write_json
-from pipeline.models.tokens import item_tokens, user_tokens
 
 
 def run(params: Params, paths: Paths) -> dict:
     ts = trainset.build(params, paths)
     trainset.save(ts, paths)
-    utok = user_tokens(ts.user_features, params.model.user_features)
-    itok = item_tokens(ts.item_features, params.model.item_features)
+    tt = training_tokens(params.model, ts)
+    utok, itok = tt.user, tt.item
     bar = tqdm(total=params.model.epochs, desc="train", unit="epoch", leave=False)
     t0 = time.perf_counter()
     model, curve, best = fit_early_stopping(params.model, ts.fit, ts.validation, utok, itok,
                                             params.evaluate.k, full_train=ts.train,
-                                            on_epoch=lambda _row: bar.update(1))
+                                            on_epoch=lambda _row: bar.update(1),
+                                            history=tt.fit_history, full_history=tt.history)
     bar.close()
+    model.token_edges = tt.edges
     secs = time.perf_counter() - t0
     trained = len(curve) + (best if params.model.refit else 0)
     with atomic_dir(paths.candidate) as tmp:
