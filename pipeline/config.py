@@ -78,7 +78,7 @@ class SyntheticParams(_Frozen):
     new_user_share: float = Field(0.3, ge=0, le=1)
     new_item_share: float = Field(0.2, ge=0, le=1)
     n_countries: int = Field(8, gt=0)          # user attribute that shifts the category mix
-    attribute_taste: float = Field(0.5, ge=0, le=1)  # share of a user's taste set by country + age
+    attribute_taste: float = Field(0.3, ge=0, le=1)  # share of a user's taste set by country + age
 
 
 class WatchParams(_Frozen):
@@ -241,6 +241,8 @@ def load_params(path: Path | None = None) -> Params:
 #: the file names inside an event folder (data/events/, data/validated/)
 EVENTS_FILE = "events.parquet"
 ITEMS_FILE = "items.parquet"
+#: a validated attribute table (kind = items | users), beside the events
+VALIDATED_ATTRIBUTES = "attributes_{kind}.parquet"
 #: inside a model artifact / registered version: sorted uint64 fingerprints of the (user,
 #: item) pairs it was fitted on (``pipeline.evaluation.splits.pair_fingerprint``)
 TRAINED_PAIRS_FILE = "trained_pairs.npy"
@@ -291,7 +293,7 @@ class Paths:
         return self.data / "attributes"
 
     def validated_attributes(self, kind: str) -> Path:
-        return self.validated / f"attributes_{kind}.parquet"
+        return self.validated / VALIDATED_ATTRIBUTES.format(kind=kind)
 
     @property
     def validated(self) -> Path:

@@ -72,8 +72,10 @@ def _people(p: SyntheticParams) -> People:
     rng = np.random.default_rng([p.seed, 7])
     country = rng.integers(0, p.n_countries, p.n_users)
     age = rng.integers(0, len(AGE_BANDS), p.n_users)
-    by_country = rng.dirichlet(np.full(p.n_categories, 0.3), size=p.n_countries)
-    by_age = rng.dirichlet(np.full(p.n_categories, 0.3), size=len(AGE_BANDS))
+    # as focused as a person's own taste, so mixing them in keeps tastes concentrated
+    alpha = np.full(p.n_categories, p.taste_concentration)
+    by_country = rng.dirichlet(alpha, size=p.n_countries)
+    by_age = rng.dirichlet(alpha, size=len(AGE_BANDS))
     return People(country, age, (by_country[country] + by_age[age]) / 2.0)
 
 

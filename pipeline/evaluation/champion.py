@@ -29,10 +29,10 @@ from pipeline.config import Params, Paths
 from pipeline.errors import DataError
 from pipeline.evaluation.fingerprint import inputs_sha256, load_fingerprint, overlap, write_artifact
 from pipeline.evaluation.holdout import Scored, score_users
+from pipeline.features import recent
 from pipeline.models.artifact import load_model
 from pipeline.models.base import FAMILIES, ArtifactError, RecommenderBase, TokenMap, read_meta
 from pipeline.models.popularity import Popularity
-from pipeline.features import recent
 from pipeline.models.tokens import fit_edges, item_tokens, user_tokens
 from pipeline.registry import versions
 

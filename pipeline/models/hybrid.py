@@ -103,9 +103,11 @@ class LightFMRecommender(RecommenderBase):
         uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, True,
                        p.token_weight)
         itf = _features(list(warm), iidx, item_tokens, itok, True, p.token_weight)
-        # cold items: their tokens only (the identity columns stay empty), one row each
-        self._cold_f = (_features(list(cold), iidx, item_tokens, itok, False) if len(cold)
-                        else None)
+        # cold items: their tokens only (the identity columns stay empty), weighted as the
+        # token part of a warm item's row, so a cold item is "a warm item with these tokens
+        # and an unknown identity", not one whose tokens count twice
+        self._cold_f = (_features(list(cold), iidx, item_tokens, itok, False)
+                        * (p.token_weight / (1.0 + p.token_weight)) if len(cold) else None)
         r = train[C.user].astype(str).map(self._uidx).to_numpy()
         c = train[C.item].astype(str).map(iidx).to_numpy()
         w = (np.array(train[C.confidence].to_numpy(), dtype=np.float32)  # writable copy

@@ -154,16 +154,18 @@ def item_tokens(rows: Mapping[str, Sequence], which: Sequence[str],
 def session_tokens(history: Mapping[str, Sequence[str]], items: Mapping[str, Sequence[str]],
                    n: int) -> dict[str, list[str]]:
     """User → tokens of their ``n`` most recent items (newest first): ``recent_item=<id>`` and
-    ``recent_<token>`` for each of the item's static tokens (``items``: item → tokens)."""
+    ``recent_<token>`` for each of the item's static tokens (``items``: item → tokens).
+    A token repeated m times weighs m (the feature rows sum repeats), so recency weighs by
+    repetition: the newest item's tokens n times, the oldest once."""
     out: dict[str, list[str]] = {}
     if n <= 0:
         return out
     for u, recent in history.items():
         toks: list[str] = []
-        for it in list(recent)[:n]:
-            toks.append(f"recent_item={it}")
-            toks += [f"recent_{t}" for t in items.get(it, ())
-                     if t.split("=", 1)[0] not in _BEHAVIOUR]
+        for r, it in enumerate(list(recent)[:n]):
+            one = [f"recent_item={it}", *(f"recent_{t}" for t in items.get(it, ())
+                                          if t.split("=", 1)[0] not in _BEHAVIOUR)]
+            toks += one * (n - r)  # recency: the newest item weighs n, the n-th weighs 1
         if toks:
             out[u] = toks
     return out

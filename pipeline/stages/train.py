@@ -13,8 +13,8 @@ from tqdm import tqdm
 from pipeline.config import Params, Paths
 from pipeline.evaluation import trainset
 from pipeline.evaluation.fingerprint import inputs_sha256, write_artifact
-from pipeline.evaluation.validation import fit_early_stopping
 from pipeline.evaluation.replay import training_tokens
+from pipeline.evaluation.validation import fit_early_stopping
 from pipeline.io import atomic_dir, write_csv, write_json
 
 

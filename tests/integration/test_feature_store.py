@@ -14,7 +14,7 @@ import pytest
 from pipeline.columns import Columns as C
 from pipeline.columns import Feast
 from pipeline.config import Paths, load_params
-from pipeline.data.synthetic import generate
+from pipeline.data.synthetic import attributes, generate
 from pipeline.errors import DataError
 from pipeline.feature_store import planning, store, writer
 from pipeline.feature_store.reader import OnlineReader
@@ -47,6 +47,8 @@ def base(tmp_path_factory, params) -> Path:
     paths.validated.mkdir(parents=True)
     events.to_parquet(paths.validated / "events.parquet", index=False)
     items.to_parquet(paths.validated / "items.parquet", index=False)
+    for kind, table in zip(("items", "users"), attributes(params.synthetic), strict=True):
+        table.to_parquet(paths.validated_attributes(kind), index=False)
     snapshots.write(paths.validated, paths.feature_data, params)
     return paths.root
 
@@ -112,7 +114,9 @@ def test_applied_schema_holds_every_column_the_code_reads(base, tmp_path):
     params = load_params(ROOT / "params.yaml")
     assert set(snapshots.user_feature_columns(params)) <= user_cols
     views = {p.name for p in fs.get_feature_service(Feast.training_service).feature_view_projections}
-    assert views == {Feast.user_view, Feast.item_view}
+    assert views == {Feast.user_view, Feast.item_view, Feast.item_attr_view, Feast.user_attr_view}
+    serving = {p.name for p in fs.get_feature_service(Feast.serving_service).feature_view_projections}
+    assert serving == {Feast.user_view, Feast.user_attr_view}
 
 
 def test_materialize_then_lookup_and_unknown_entities(proj):
