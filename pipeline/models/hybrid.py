@@ -24,17 +24,27 @@ from pipeline.columns import Columns as C
 from pipeline.config import ModelParams
 from pipeline.models.base import History, RecommenderBase, TokenMap
 from pipeline.models.popularity import catalogue, popularity_scores
-from pipeline.models.tokens import merge, session_tokens
+from pipeline.models.tokens import SESSION_PREFIX, merge, session_tokens
+
+
+def _token_weights(toks: list[str], token_weight: float, session_weight: float) -> list[float]:
+    """Each token's weight: the session tokens (``recent_…``) share ``session_weight``, the
+    other tokens ``token_weight`` (a repeated token is counted each time)."""
+    n_s = sum(t.startswith(SESSION_PREFIX) for t in toks)
+    n_o = len(toks) - n_s
+    return [session_weight / n_s if t.startswith(SESSION_PREFIX) else token_weight / n_o
+            for t in toks]
 
 
 def _features(ids: list[str], id_index: dict[str, int], tokens: dict[str, list[str]],
               tok_index: dict[str, int], with_identity: bool,
-              token_weight: float = 1.0) -> sp.csr_matrix:
+              token_weight: float = 1.0, session_weight: float = 1.0) -> sp.csr_matrix:
     """(len(ids) × (|identity| + |tokens|)) matrix, LightFM's feature layout, rows summing to 1.
 
-    The identity feature weighs 1 and a row's tokens ``token_weight`` together, before the row
-    is normalised: a small ``token_weight`` keeps known users/items close to pure collaborative
-    filtering while entities without identity (new users) still get a features-only vector.
+    The identity feature weighs 1, a row's feature tokens ``token_weight`` together and its
+    session tokens ``session_weight`` together, before the row is normalised: a small
+    ``token_weight`` keeps known users/items close to pure collaborative filtering while
+    entities without identity (new users) still get a features-only vector.
     """
     n_id = len(id_index)
     rows, cols, vals = [], [], []
@@ -43,11 +53,11 @@ def _features(ids: list[str], id_index: dict[str, int], tokens: dict[str, list[s
             rows.append(r)
             cols.append(id_index[e])
             vals.append(1.0)
-        toks = [tok_index[t] for t in tokens.get(e, ()) if t in tok_index]
-        for j in toks:
+        toks = [t for t in tokens.get(e, ()) if t in tok_index]
+        for t, w in zip(toks, _token_weights(toks, token_weight, session_weight), strict=True):
             rows.append(r)
-            cols.append(n_id + j)
-            vals.append(token_weight / len(toks))
+            cols.append(n_id + tok_index[t])
+            vals.append(w)
     m = sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
                       shape=(len(ids), n_id + len(tok_index)))
     norm = np.asarray(m.sum(axis=1)).ravel()
@@ -101,7 +111,7 @@ class LightFMRecommender(RecommenderBase):
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
         itok = {t: j for j, t in enumerate(self.item_vocab)}
         uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, True,
-                       p.token_weight)
+                       p.token_weight, p.session_weight)
         itf = _features(list(warm), iidx, item_tokens, itok, True, p.token_weight)
         # cold items: their tokens only (the identity columns stay empty), weighted as the
         # token part of a warm item's row, so a cold item is "a warm item with these tokens
@@ -163,14 +173,16 @@ class LightFMRecommender(RecommenderBase):
 
     def _user_vectors_small(self, users: list[str], tokens: dict[str, list[str]]
                             ) -> tuple[np.ndarray, np.ndarray]:
-        n_id, tw = len(self._uidx), self.params.token_weight
+        n_id, p = len(self._uidx), self.params
         reps = np.zeros((len(users), self.user_emb.shape[1]), dtype=np.float32)
         has = np.zeros(len(users), dtype=bool)
         for r, u in enumerate(users):
-            toks = [n_id + self._utok[t] for t in tokens.get(u, ()) if t in self._utok]
+            names = [t for t in tokens.get(u, ()) if t in self._utok]
+            toks = [n_id + self._utok[t] for t in names]
             ident = self._uidx.get(u)
             cols = ([ident] if ident is not None else []) + toks
-            w = ([1.0] if ident is not None else []) + [tw / max(1, len(toks))] * len(toks)
+            w = (([1.0] if ident is not None else [])
+                 + _token_weights(names, p.token_weight, p.session_weight))
             total = sum(w)
             if cols and total > 0:
                 reps[r] = (np.asarray(w, dtype=np.float32) / total) @ self.user_emb[cols]
@@ -183,7 +195,8 @@ class LightFMRecommender(RecommenderBase):
         tokens = user_tokens or {}
         if len(users) <= 64:  # serving: a gather beats building a sparse matrix
             return self._user_vectors_small(users, tokens)
-        f = _features(users, self._uidx, tokens, self._utok, True, self.params.token_weight)
+        f = _features(users, self._uidx, tokens, self._utok, True, self.params.token_weight,
+                      self.params.session_weight)
         has = np.asarray(f.getnnz(axis=1) > 0)
         return np.asarray(f @ self.user_emb, dtype=np.float32), has
 

@@ -67,6 +67,8 @@ _ITEM: dict[str, tuple[str, Callable[[Any], str | None]]] = {
 
 #: item tokens that describe behaviour, not the item: left out of session tokens
 _BEHAVIOUR = ("popularity", "conversion")
+#: every session token starts with it (the hybrid weighs them apart from the other tokens)
+SESSION_PREFIX = "recent_"
 Edges = dict[str, list[float]]
 
 
@@ -163,7 +165,7 @@ def session_tokens(history: Mapping[str, Sequence[str]], items: Mapping[str, Seq
     for u, recent in history.items():
         toks: list[str] = []
         for r, it in enumerate(list(recent)[:n]):
-            one = [f"recent_item={it}", *(f"recent_{t}" for t in items.get(it, ())
+            one = [f"{SESSION_PREFIX}item={it}", *(f"{SESSION_PREFIX}{t}" for t in items.get(it, ())
                                           if t.split("=", 1)[0] not in _BEHAVIOUR)]
             toks += one * (n - r)  # recency: the newest item weighs n, the n-th weighs 1
         if toks:

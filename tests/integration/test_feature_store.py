@@ -13,12 +13,14 @@ import pytest
 
 from pipeline.columns import Columns as C
 from pipeline.columns import Feast
+from pipeline.columns import Features as F
 from pipeline.config import Paths, load_params
 from pipeline.data.synthetic import attributes, generate
 from pipeline.errors import DataError
 from pipeline.feature_store import planning, store, writer
 from pipeline.feature_store.reader import OnlineReader
 from pipeline.features import push, recent, snapshots
+from pipeline.models.tokens import session_tokens, user_tokens
 from tests.conftest import ROOT, TINY
 from tests.helpers import online_users, online_users_sdk
 from tests.redis_server import redis_server
@@ -247,6 +249,16 @@ def test_online_equals_offline_at_the_same_timestamp(proj):
     at = users[C.ts].iloc[0]
     off = store.historical(fs, pd.DataFrame({C.user: sample, C.ts: at}), Feast.serving_service)
     _assert_same(on, off, _serving_cols(fs))
+    # ... and so are the tokens a model builds from them, attributes and session tokens
+    # included: training reads the snapshot (historical), serving the online row
+    feats = ("top_category", "activity", "recency", "country", "age_band")
+    assert user_tokens(on, feats) == user_tokens(off, feats)
+    assert any(t.startswith("country=") for t in user_tokens(on, feats)[sample[0]])
+    items = pd.read_parquet(paths.validated / "items.parquet")
+    imap = {i: [f"category={c}"] for i, c in zip(items[C.item], items[C.category], strict=True)}
+    hist_on = recent.history(on[C.user], on[F.recent_items])
+    hist_off = recent.history(off[C.user], off[F.recent_items])
+    assert hist_on and session_tokens(hist_on, imap, 10) == session_tokens(hist_off, imap, 10)
 
 
 def test_point_in_time_training_rows_never_see_the_future(base, tmp_path):

@@ -243,3 +243,35 @@ def test_post_events_updates_online_features_and_seen_items(built_project, tmp_p
             resp = c.post("/events", json=body)
             assert 400 <= resp.status_code < 500, body
             assert resp.json().get("error") or resp.json().get("detail")
+
+
+def test_known_user_five_pushed_purchases_in_a_new_category_steer_the_next_list(
+        built_project, tmp_path):
+    """Session tokens, end to end: a known user buys 5 items of a category they never touched
+    (POST /events → push path → online ``recent_items``); at least 3 of their next top 10
+    come from that category, without retraining. The hybrid is made champion here (the tiny
+    project's gate may have kept popularity, which cannot react)."""
+    proj = clone_built(built_project, tmp_path / "p")
+    p = paths(proj)
+    registry.set_champion(p.registry, registry.register(p.registry, p.candidate, {}), "test")
+    train = pd.read_parquet(p.train_pairs)
+    items = pd.read_parquet(p.validated_items)
+    cat = dict(zip(items[C.item].astype(str), items[C.category].astype(str), strict=True))
+    ev = pd.read_parquet(p.validated_events, columns=[C.user, C.item])
+    touched = ev.assign(c=ev[C.item].map(cat)).groupby(C.user)["c"].agg(set)
+    pop = train.groupby(C.item)[C.user].nunique().sort_values(ascending=False)
+    pop_cats = list(dict.fromkeys(pop.index.map(cat)))
+    hits = []
+    with TestClient(create_app(proj)) as c:
+        for user in sorted(set(train[C.user]))[:60:6]:
+            new = next((k for k in pop_cats if k not in touched[user]), None)
+            if new is None:
+                continue
+            picks = [i for i in pop.index if cat[i] == new][3:8]  # not the category's hits
+            r = c.post("/events", json={"events": [
+                {"user_id": user, "item_id": i, "event_type": "purchase"} for i in picks]})
+            assert r.status_code == 200, r.text
+            after = [i["item_id"] for i in c.get(f"/recommendations/{user}?k=10").json()["items"]]
+            assert not set(picks) & set(after)  # just bought: excluded
+            hits.append(sum(cat[i] == new for i in after))
+    assert hits and min(hits) >= 3, hits
