@@ -7,6 +7,7 @@ fold-in, all from the same run (so the ratios hold whatever else the machine is 
 engineers' tests were running on the same 2 cores when the README figures were taken).
 
     .venv/bin/python benchmarks/cold_start.py [--data embedded|movielens|both] [--keep DIR]
+        [--set model.session_weight=2 ...]
 
 ``embedded``: the default synthetic data set, time split, ``evaluate.reveal_n: 3``.
 ``movielens``: ../shared/datasets/ml-latest-small (ratings.csv + movies.csv genres and year),
@@ -44,12 +45,12 @@ STAGES = ("ingest", "validate", "features", "materialize", "train", "evaluate")
 MODELS = ("candidate", "category_rule", "als_foldin", "als", "popularity")
 
 
-def run(name: str, keep: Path | None) -> dict:
+def run(name: str, keep: Path | None, overrides: dict | None = None) -> dict:
     base = keep or Path(tempfile.mkdtemp(prefix=f"coldstart-{name}-"))
     root = base / name
     root.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    copy_project(root, deep_update(params, SETS[name]))
+    copy_project(root, deep_update(deep_update(params, SETS[name]), overrides or {}))
     env_bin = Path(sys.executable).parent
     t0 = time.perf_counter()
     for s in STAGES:
@@ -58,13 +59,15 @@ def run(name: str, keep: Path | None) -> dict:
             raise SystemExit(f"{name}: recflow {s} failed:\n{p.stderr[-2000:]}")
     details = json.loads((root / "reports/evaluation_details.json").read_text())
     details["_seconds"] = time.perf_counter() - t0
+    details["_val"] = json.loads((root / "reports/train.json").read_text())[f"val_precision@{K}"]
     return details
 
 
 def table(name: str, d: dict) -> str:
     seg = d["segments"]
     p = f"precision@{K}"
-    lines = [f"### {name} (time split, reveal_n={seg['reveal_n']}; {d['_seconds']:.0f} s)", "",
+    lines = [f"### {name} (time split, reveal_n={seg['reveal_n']}; {d['_seconds']:.0f} s; "
+             f"validation p@{K} {d.get('_val', float('nan')):.4f})", "",
              f"| model | warm p@{K} ({seg['users']['warm']}) | cold+revealed p@{K} "
              f"({seg['users']['cold_revealed']}) | cold p@{K} ({seg['users']['cold']}) | "
              f"cold-item recall@{K} | warm-item recall@{K} |", "|---|---|---|---|---|---|"]
@@ -97,13 +100,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", choices=("embedded", "movielens", "both"), default="both")
     ap.add_argument("--keep", type=Path, help="build the projects here and keep them")
+    ap.add_argument("--set", action="append", default=[], metavar="GROUP.KEY=VALUE",
+                    help="override a params.yaml key (YAML value), e.g. model.session_weight=2")
     a = ap.parse_args()
+    over: dict = {}
+    for kv in a.set:
+        key, _, val = kv.partition("=")
+        node = over
+        *head, last = key.split(".")
+        for h in head:
+            node = node.setdefault(h, {})
+        node[last] = yaml.safe_load(val)
     names = ["embedded", "movielens"] if a.data == "both" else [a.data]
     if "movielens" in names and not (DATASETS / "ml-latest-small" / "ratings.csv").exists():
         print(f"{DATASETS / 'ml-latest-small'} not present: movielens skipped")
         names.remove("movielens")
     for n in names:
-        print(table(n, run(n, a.keep)), flush=True)
+        print(table(n, run(n, a.keep, over)), flush=True)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ class LightFMRecommender(RecommenderBase):
         iidx = {i: j for j, i in enumerate(warm)}
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
         itok = {t: j for j, t in enumerate(self.item_vocab)}
-        uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, True,
+        uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, p.user_identity,
                        p.token_weight, p.session_weight)
         itf = _features(list(warm), iidx, item_tokens, itok, True, p.token_weight)
         # cold items: their tokens only (the identity columns stay empty), weighted as the
@@ -179,7 +179,7 @@ class LightFMRecommender(RecommenderBase):
         for r, u in enumerate(users):
             names = [t for t in tokens.get(u, ()) if t in self._utok]
             toks = [n_id + self._utok[t] for t in names]
-            ident = self._uidx.get(u)
+            ident = self._uidx.get(u) if p.user_identity else None
             cols = ([ident] if ident is not None else []) + toks
             w = (([1.0] if ident is not None else [])
                  + _token_weights(names, p.token_weight, p.session_weight))
@@ -195,8 +195,8 @@ class LightFMRecommender(RecommenderBase):
         tokens = user_tokens or {}
         if len(users) <= 64:  # serving: a gather beats building a sparse matrix
             return self._user_vectors_small(users, tokens)
-        f = _features(users, self._uidx, tokens, self._utok, True, self.params.token_weight,
-                      self.params.session_weight)
+        f = _features(users, self._uidx, tokens, self._utok, self.params.user_identity,
+                      self.params.token_weight, self.params.session_weight)
         has = np.asarray(f.getnnz(axis=1) > 0)
         return np.asarray(f @ self.user_emb, dtype=np.float32), has
 
