@@ -142,7 +142,7 @@ class ModelParams(_Frozen):
     buckets: int = Field(8, ge=2, le=64)      # numeric features: quantile buckets (train data)
     session_items: int = Field(10, ge=0)      # recent items (+ their tokens) as user tokens
     session_weight: float = Field(1.0, gt=0)  # the session tokens' total weight (identity 1)
-    user_identity: bool = True                # false: users are their tokens only (as cold ones)
+    user_identity: bool = False               # false: users are their tokens only (as cold ones)
     cold_items: bool = True                   # catalogue items without interactions: tokens
     learning_schedule: Literal["adagrad", "adadelta"] = "adagrad"
     token_weight: float = Field(1.0, gt=0)   # feature tokens' total weight beside identity (1)
