@@ -103,6 +103,8 @@ class LightFMRecommender(RecommenderBase):
         self.item_ids = np.concatenate([warm, cold]) if len(cold) else warm
         self.item_token_map = ({str(i): list(item_tokens.get(i, ())) for i in self.item_ids}
                                if p.session_items else {})
+        # users as their tokens only needs session tokens; without a history, keep identity
+        self.uses_identity = bool(p.user_identity or not history or not p.session_items)
         user_tokens = self._with_session(user_tokens, history)
         self.user_vocab = sorted({t for u in self.user_ids for t in user_tokens.get(u, ())})
         self.item_vocab = sorted({t for i in self.item_ids for t in item_tokens.get(i, ())})
@@ -110,7 +112,7 @@ class LightFMRecommender(RecommenderBase):
         iidx = {i: j for j, i in enumerate(warm)}
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
         itok = {t: j for j, t in enumerate(self.item_vocab)}
-        uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, p.user_identity,
+        uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, self.uses_identity,
                        p.token_weight, p.session_weight)
         itf = _features(list(warm), iidx, item_tokens, itok, True, p.token_weight)
         # cold items: their tokens only (the identity columns stay empty), weighted as the
@@ -179,7 +181,7 @@ class LightFMRecommender(RecommenderBase):
         for r, u in enumerate(users):
             names = [t for t in tokens.get(u, ()) if t in self._utok]
             toks = [n_id + self._utok[t] for t in names]
-            ident = self._uidx.get(u) if p.user_identity else None
+            ident = self._uidx.get(u) if self.uses_identity else None
             cols = ([ident] if ident is not None else []) + toks
             w = (([1.0] if ident is not None else [])
                  + _token_weights(names, p.token_weight, p.session_weight))
@@ -195,7 +197,7 @@ class LightFMRecommender(RecommenderBase):
         tokens = user_tokens or {}
         if len(users) <= 64:  # serving: a gather beats building a sparse matrix
             return self._user_vectors_small(users, tokens)
-        f = _features(users, self._uidx, tokens, self._utok, self.params.user_identity,
+        f = _features(users, self._uidx, tokens, self._utok, self.uses_identity,
                       self.params.token_weight, self.params.session_weight)
         has = np.asarray(f.getnnz(axis=1) > 0)
         return np.asarray(f @ self.user_emb, dtype=np.float32), has
@@ -216,7 +218,8 @@ class LightFMRecommender(RecommenderBase):
         return {"user_ids": list(self.user_ids), **super()._meta(),
                 "user_vocab": self.user_vocab, "item_vocab": self.item_vocab,
                 "item_token_map": getattr(self, "item_token_map", {}),
-                "token_edges": getattr(self, "token_edges", {})}
+                "token_edges": getattr(self, "token_edges", {}),
+                "uses_identity": self.uses_identity}
 
     def _restore(self, meta: dict) -> None:
         super()._restore(meta)
@@ -224,5 +227,6 @@ class LightFMRecommender(RecommenderBase):
         self.user_vocab, self.item_vocab = meta["user_vocab"], meta["item_vocab"]
         self.item_token_map = meta.get("item_token_map", {})
         self.token_edges = meta.get("token_edges", {})
+        self.uses_identity = meta.get("uses_identity", True)
         self._uidx = {u: j for j, u in enumerate(self.user_ids)}
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
