@@ -12,18 +12,24 @@ engineers' tests were running on the same 2 cores when the README figures were t
 ``embedded``: the default synthetic data set, time split, ``evaluate.reveal_n: 3``.
 ``movielens``: ../shared/datasets/ml-latest-small (ratings.csv + movies.csv genres and year),
 time split with the last 730 days held out (the last 90 days hold only 28 users).
+
+``--latency DIR`` (a project this script built with ``--keep``): the API's p50/p99 at
+concurrency 32 with the candidate as champion, session tokens on, then the same artifact
+with ``session_items: 0`` (today's behaviour), alternated twice, in one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,13 +102,59 @@ def table(name: str, d: dict) -> str:
     return "\n".join(lines)
 
 
+def latency(root: Path, requests: int = 3000, concurrency: int = 32) -> str:
+    """p50 / p99 of GET /recommendations with and without session tokens (same artifact)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _loadgen
+    import serving as sv
+
+    from pipeline.registry import versions
+
+    reg, cand = root / "models/registry", root / "models/candidate"
+    off = root / "models/.candidate-no-session"
+    if not off.exists():
+        shutil.copytree(cand, off)
+        meta = json.loads((off / "model.json").read_text())
+        meta["config"]["session_items"] = 0
+        (off / "model.json").write_text(json.dumps(meta))
+    ids = {"on": versions.register(reg, cand, {}), "off": versions.register(reg, off, {})}
+    users = sorted(pd.read_parquet(root / "data/trainset/holdout.parquet")["user_id"]
+                   .astype(str).unique())[:500]
+    rows = []
+    for which in ("off", "on", "off", "on"):
+        versions.set_champion(reg, ids[which], "latency benchmark")
+        port = sv.free_port()
+        api = sv.start([sys.executable, "-m", "uvicorn", "pipeline.serving.app:app_from_env",
+                        "--factory", "--host", "127.0.0.1", "--port", str(port),
+                        "--log-level", "warning", "--no-access-log"],
+                       f"http://127.0.0.1:{port}/healthz", root)
+        try:
+            reqs = [_loadgen.get(f"/recommendations/{u}?k=10", "127.0.0.1") for u in users]
+            _loadgen.run("127.0.0.1", port, reqs, 4, 200)
+            r = sv.summarise(_loadgen.run("127.0.0.1", port, reqs, concurrency, requests))
+        finally:
+            sv.stop(api)
+        rows.append((which, r))
+    out = [f"| session tokens | p50 ms | p99 ms | req/s (concurrency {concurrency}) |",
+           "|---|---:|---:|---:|"]
+    out += [f"| {w} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} |" for w, r in rows]
+    p99 = {w: min(r["p99"] for x, r in rows if x == w) for w in ("on", "off")}
+    out.append(f"\np99 on / off (best of two each) = {p99['on'] / p99['off']:.2f} (goal ≤ 1.5)")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", choices=("embedded", "movielens", "both"), default="both")
     ap.add_argument("--keep", type=Path, help="build the projects here and keep them")
     ap.add_argument("--set", action="append", default=[], metavar="GROUP.KEY=VALUE",
                     help="override a params.yaml key (YAML value), e.g. model.session_weight=2")
+    ap.add_argument("--latency", type=Path, metavar="DIR",
+                    help="measure serving latency on a project built with --keep, and stop")
     a = ap.parse_args()
+    if a.latency:
+        print(latency(a.latency))
+        return
     over: dict = {}
     for kv in a.set:
         key, _, val = kv.partition("=")
