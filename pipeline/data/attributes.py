@@ -241,20 +241,6 @@ def read_raw(folder: Path) -> dict[str, Table]:
             for kind, m in meta.items()}
 
 
-def kinds_of(frame: pd.DataFrame) -> dict[str, str]:
-    """Feature → kind, told from a canonical frame (what ingest wrote, read back)."""
-    out = {}
-    for c in frame.columns:
-        if c in KINDS.values():
-            continue
-        if pd.api.types.is_numeric_dtype(frame[c]):
-            out[c] = "numeric"
-        else:
-            v = frame[c].dropna()
-            out[c] = "multi" if len(v) and str(v.iloc[0]).startswith("[") else "categorical"
-    return out
-
-
 def feature_frame(validated: pd.DataFrame | None, kind: str) -> pd.DataFrame:
     """The Feast file of a view: every accepted row, valid from the epoch (attributes are
     static side information: any point-in-time lookup finds them), plus its :data:`PRESENT` flag."""

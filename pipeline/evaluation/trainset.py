@@ -1,6 +1,7 @@
 """The training set of a run, built once and saved in ``data/trainset/``: train / holdout
 positives (a pure function of the data and params), the validation slice carved out of the
-training period, and the features of every user and item as of the split cutoff.
+training period, and the features of every user and item as of the split cutoff — attributes
+included, and with ``model.cold_items`` every catalogue item, interactions or not.
 
 Time split: Feast's point-in-time join over the ``training`` service (the snapshot at the
 cutoff holds only events before it). Leave-N-out has no such time: the only snapshot is at the

@@ -39,7 +39,8 @@ def test_reveal_is_the_push_paths_features_after_the_first_events(built_project)
     for u in rev.users:
         mine = ev[(ev[C.user] == u) & (ev[C.ts] >= cutoff)].sort_values([C.ts, C.item])
         row = rev.features[rev.features[C.user] == u].iloc[0]
-        shown = mine[mine[C.ts] <= mine[C.ts].iloc[2]]  # the first 3 (and any tie)
+        last = mine[C.ts].iloc[min(params.evaluate.reveal_n, len(mine)) - 1]
+        shown = mine[mine[C.ts] <= last]  # the first reveal_n (and any tie)
         before = ((ev[C.user] == u) & (ev[C.ts] < cutoff)).sum()  # e.g. skips: no positive
         assert row["n_events"] == len(shown) + before
         con = snapshots.connect(params)
