@@ -80,6 +80,10 @@ def _latest(paths: Paths, file: str) -> pd.DataFrame:
     return df[df[C.ts] == df[C.ts].max()]
 
 
+def _attribute_rows(paths: Paths) -> int:
+    return sum(len(pd.read_parquet(paths.attribute_features(k))) for k in ("items", "users"))
+
+
 def _serving_cols(fs) -> list[str]:
     return [r.split(":")[1] for r in store.service_refs(fs, Feast.serving_service, "user_activity")]
 
@@ -126,7 +130,7 @@ def test_materialize_then_lookup_and_unknown_entities(proj):
     report = planning.materialize(paths, online)
     users, items = _latest(paths, Feast.user_file), _latest(paths, Feast.item_file)
     assert report["mode"] == "first"
-    assert report["entity_rows"] == len(users) + len(items)
+    assert report["entity_rows"] == len(users) + len(items) + _attribute_rows(paths)
     assert report["online_store"].startswith("redis" if online else "sqlite")
     if not online:  # the store was created with the writer's page size, not SQLite's default
         import sqlite3
@@ -193,8 +197,9 @@ def test_materialization_writes_only_what_changed(proj, params):
     moved = sorted(new[C.user].unique())[:5]
     _assert_same(online_users(fs, moved), users[users[C.user].isin(moved)], _serving_cols(fs))
 
-    back = planning.backfill(paths, online=online)
-    assert back["mode"] == "backfill" and back["written"] == third["written"]
+    back = planning.backfill(paths, online=online)  # rewrites the (unchanged) attributes too
+    assert back["mode"] == "backfill"
+    assert back["written"] == third["written"] + _attribute_rows(paths)
     # an old window (the first snapshot only) is older than every online row: nothing written
     f = pd.read_parquet(paths.feature_data / Feast.user_file)
     first_snap = f[C.ts].min().to_pydatetime()
