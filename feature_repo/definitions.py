@@ -59,7 +59,38 @@ item_stats_fv = FeatureView(
     tags={"team": "recflow", "role": "item"},
 )
 
-training_v1 = FeatureService(name=Feast.training_service, features=[user_activity_fv, item_stats_fv],
+# Attributes are static side information stamped at the epoch: they never expire.
+ATTRIBUTE_TTL = timedelta(days=365 * 100)
+item_attributes_source = FileSource(
+    name=Feast.item_attr_source,
+    path=str(DATA / Feast.item_attr_file),
+    timestamp_field=C.ts,
+)
+user_attributes_source = FileSource(
+    name=Feast.user_attr_source,
+    path=str(DATA / Feast.user_attr_file),
+    timestamp_field=C.ts,
+)
+item_attributes_fv = FeatureView(
+    name=Feast.item_attr_view,
+    entities=[item],
+    ttl=ATTRIBUTE_TTL,
+    source=item_attributes_source,
+    online=True,
+    tags={"team": "recflow", "role": "item"},
+)
+user_attributes_fv = FeatureView(
+    name=Feast.user_attr_view,
+    entities=[user],
+    ttl=ATTRIBUTE_TTL,
+    source=user_attributes_source,
+    online=True,
+    tags={"team": "recflow", "role": "user"},
+)
+
+training_v1 = FeatureService(name=Feast.training_service,
+                             features=[user_activity_fv, item_stats_fv, user_attributes_fv,
+                                       item_attributes_fv],
                              description="Point-in-time training sets (train stage).")
-serving_v1 = FeatureService(name=Feast.serving_service, features=[user_activity_fv],
+serving_v1 = FeatureService(name=Feast.serving_service, features=[user_activity_fv, user_attributes_fv],
                             description="Online lookup of a user's features (serving).")

@@ -38,9 +38,17 @@ class Feast:
     serving_service = "serving_v1"        # online lookup (serving)
     user_file = "user_features.parquet"   # in feature_repo/data/, written by `recflow features`
     item_file = "item_features.parquet"
+    item_attr_view = "item_attributes"    # side information (pipeline/data/attributes.py)
+    user_attr_view = "user_attributes"
+    item_attr_source = "item_attributes_source"
+    user_attr_source = "user_attributes_source"
+    item_attr_file = "item_attributes.parquet"
+    user_attr_file = "user_attributes.parquet"
 
     #: view → (feature file, join key)
-    VIEWS = {user_view: (user_file, Columns.user), item_view: (item_file, Columns.item)}
+    VIEWS = {user_view: (user_file, Columns.user), item_view: (item_file, Columns.item),
+             item_attr_view: (item_attr_file, Columns.item),
+             user_attr_view: (user_attr_file, Columns.user)}
 
 
 class Features:

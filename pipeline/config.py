@@ -45,6 +45,25 @@ class IngestParams(_Frozen):
     loader: LoaderParams = LoaderParams()
 
 
+class AttributeTableParams(_Frozen):
+    """One optional attribute table (items or users): a file and how its columns map."""
+
+    path: str | None = None                     # csv/tsv/parquet; null = the source's own
+    format: Literal["auto", "csv", "tsv", "parquet"] = "auto"
+    id: str | None = None                       # the id column; null = item_id / user_id
+    categorical: dict[str, str] = {}            # feature name -> source column
+    numeric: dict[str, str] = {}
+    multi: dict[str, str] = {}                  # multi-valued: split on ``separator``
+    separator: str = Field("|", min_length=1)
+    ranges: dict[str, tuple[float | None, float | None]] = {}   # numeric feature -> [lo, hi]
+
+
+class AttributeParams(_Frozen):
+    items: AttributeTableParams = AttributeTableParams()
+    users: AttributeTableParams = AttributeTableParams()
+    max_value_length: int = Field(200, gt=0)    # longer attribute values are quarantined
+
+
 class SyntheticParams(_Frozen):
     seed: int = 42
     n_events: int = Field(300_000, gt=0)
@@ -59,6 +78,8 @@ class SyntheticParams(_Frozen):
     play_share: float = Field(0.35, ge=0, le=1)
     new_user_share: float = Field(0.3, ge=0, le=1)
     new_item_share: float = Field(0.2, ge=0, le=1)
+    n_countries: int = Field(8, gt=0)          # user attribute that shifts the category mix
+    attribute_taste: float = Field(0.3, ge=0, le=1)  # share of a user's taste set by country + age
 
 
 class WatchParams(_Frozen):
@@ -145,10 +166,15 @@ class ModelParams(_Frozen):
     max_sampled: int = Field(30, gt=0)
     seed: int = 42
     num_threads: int = Field(2, gt=0)
-    user_features: tuple[Literal["top_category", "activity", "recency"], ...] = (
-        "top_category", "activity", "recency")
-    item_features: tuple[Literal["category", "popularity", "conversion"], ...] = (
-        "category", "popularity", "conversion")
+    # any behaviour feature (built-in names or a feature column) or attribute; checked at train
+    user_features: tuple[str, ...] = ("top_category", "activity", "recency", "country",
+                                      "age_band")
+    item_features: tuple[str, ...] = ("category", "popularity", "conversion", "brand", "price")
+    buckets: int = Field(8, ge=2, le=64)      # numeric features: quantile buckets (train data)
+    session_items: int = Field(10, ge=0)      # recent items (+ their tokens) as user tokens
+    session_weight: float = Field(1.0, gt=0)  # the session tokens' total weight (identity 1)
+    user_identity: bool = False               # false: users are their tokens only (as cold ones)
+    cold_items: bool = True                   # catalogue items without interactions: tokens
     learning_schedule: Literal["adagrad", "adadelta"] = "adagrad"
     token_weight: float = Field(1.0, gt=0)   # feature tokens' total weight beside identity (1)
     # how confidence steers WARP: weight = sample_weight, sample = positives drawn each epoch
@@ -198,6 +224,7 @@ class TargetParams(_Frozen):
 class EvaluateParams(_Frozen):
     k: int = Field(10, gt=0)
     target: TargetParams = TargetParams()
+    reveal_n: int = Field(3, ge=0)            # cold users: first N holdout events pushed first
 
 
 class GateParams(_Frozen):
@@ -207,6 +234,7 @@ class GateParams(_Frozen):
     min_delta: float = 0.001
     max_recall_drop: float = Field(0.02, ge=0)
     max_coverage_drop: float = Field(0.05, ge=0)
+    max_cold_drop: float = Field(0.02, ge=0)  # cold-with-revealed precision@k vs the champion
 
 
 class ServingParams(_Frozen):
@@ -223,6 +251,7 @@ class ServingParams(_Frozen):
 
 class Params(_Frozen):
     ingest: IngestParams = IngestParams()
+    attributes: AttributeParams = AttributeParams()
     synthetic: SyntheticParams = SyntheticParams()
     signals: SignalParams
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
@@ -296,6 +325,8 @@ def load_params(path: Path | None = None) -> Params:
 #: the file names inside an event folder (data/events/, data/validated/)
 EVENTS_FILE = "events.parquet"
 ITEMS_FILE = "items.parquet"
+#: a validated attribute table (kind = items | users), beside the events
+VALIDATED_ATTRIBUTES = "attributes_{kind}.parquet"
 #: inside a model artifact / registered version: sorted uint64 fingerprints of the (user,
 #: item) pairs it was fitted on (``pipeline.evaluation.splits.pair_fingerprint``)
 TRAINED_PAIRS_FILE = "trained_pairs.npy"
@@ -341,6 +372,14 @@ class Paths:
         return self.events / "manifest.json"
 
     @property
+    def attributes(self) -> Path:
+        """Item / user attribute tables as ingest read them (``<kind>.parquet``)."""
+        return self.data / "attributes"
+
+    def validated_attributes(self, kind: str) -> Path:
+        return self.validated / VALIDATED_ATTRIBUTES.format(kind=kind)
+
+    @property
     def validated(self) -> Path:
         return self.data / "validated"
 
@@ -380,6 +419,10 @@ class Paths:
     @property
     def item_features(self) -> Path:
         return self.feature_data / Feast.item_file
+
+    def attribute_features(self, kind: str) -> Path:
+        """The Feast file of the ``items`` / ``users`` attribute view."""
+        return self.feature_data / (Feast.item_attr_file if kind == "items" else Feast.user_attr_file)
 
     @property
     def registry_db(self) -> Path:

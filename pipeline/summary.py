@@ -51,6 +51,16 @@ def render(n_samples: int = 3) -> str:
         if r.get("champion"):
             line += f"  vs champion {r['champion'][f'precision@{k}']:.4f}"
         out.append(line)
+        seg = r.get("segments")
+        if seg:
+            for name in ("warm", "cold_revealed", "cold"):
+                vals = "  ".join(f"{m} {seg[m][name][f'precision@{k}']:.4f}" for m in
+                                 ("candidate", "category_rule", "als", "popularity")
+                                 if seg.get(m) and seg[m][name][f"precision@{k}"] is not None)
+                out.append(f"  {name:<14} ({seg['users'][name]} users) p@{k}: {vals}")
+            cr = seg["candidate"]
+            out.append(f"  cold items      recall@{k}: {cr['cold_items'][f'recall@{k}'] or 0:.4f} "
+                       f"(warm items {cr['warm_items'][f'recall@{k}'] or 0:.4f})")
     if "promote" in results:
         r = results["promote"]
         what = r.get("promoted_model") or "candidate"

@@ -5,7 +5,9 @@ items sit in categories with a Zipf-like popularity. A session is either a shop 
 (view → click → add_to_cart → purchase, each step likelier when the category matches the
 user's taste) or a play (watch fraction drawn high on taste, low when exploring; very short
 plays are skips; strong plays may be repeated). Users sign up and items launch during the
-window, so a model must handle cold starts. Everything is vectorised: 10M events take
+window, so a model must handle cold starts. Side information carries taste: a user's
+country and age band set part of their category mix, an item's brand says how much of a hit
+it is in its category and its price follows its category (:func:`attributes`). Everything is vectorised: 10M events take
 seconds, and the same seed gives the same rows.
 """
 
@@ -34,6 +36,11 @@ class Catalogue:
     category: np.ndarray
     weight: np.ndarray
     launch: np.ndarray
+    rank: np.ndarray  # popularity rank inside the category (0 = its hit)
+
+
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
+_BRANDS_PER_TIER = 4
 
 
 def _catalogue(p: SyntheticParams, rng: np.random.Generator) -> Catalogue:
@@ -48,7 +55,46 @@ def _catalogue(p: SyntheticParams, rng: np.random.Generator) -> Catalogue:
     weight = 1.0 / (rank + 1.0) ** p.zipf_exponent
     launch = np.where(rng.random(n) < p.new_item_share, rng.uniform(0, p.days * DAY, n), 0.0)
     launch[rank < 3] = 0.0  # every category has hits from the start
-    return Catalogue(category, weight, launch)
+    return Catalogue(category, weight, launch, rank)
+
+
+@dataclass(frozen=True)
+class People:
+    """User attributes and the category mix they imply (a separate random stream, so the
+    attributes can be regenerated without the events)."""
+
+    country: np.ndarray
+    age: np.ndarray
+    profile: np.ndarray  # (users × categories): the mean taste of the user's country and age
+
+
+def _people(p: SyntheticParams) -> People:
+    rng = np.random.default_rng([p.seed, 7])
+    country = rng.integers(0, p.n_countries, p.n_users)
+    age = rng.integers(0, len(AGE_BANDS), p.n_users)
+    # as focused as a person's own taste, so mixing them in keeps tastes concentrated
+    alpha = np.full(p.n_categories, p.taste_concentration)
+    by_country = rng.dirichlet(alpha, size=p.n_countries)
+    by_age = rng.dirichlet(alpha, size=len(AGE_BANDS))
+    return People(country, age, (by_country[country] + by_age[age]) / 2.0)
+
+
+def attributes(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(item attributes: item_id, brand, price; user attributes: user_id, country, age_band),
+    the same rows that :func:`generate` drew its events from."""
+    cat = _catalogue(p, np.random.default_rng(p.seed))  # the first draw of generate()
+    rng = np.random.default_rng([p.seed, 11])
+    tier = np.minimum(np.floor(np.log2(cat.rank + 1.0)), 7).astype(np.int64)
+    brand = tier * _BRANDS_PER_TIER + rng.integers(0, _BRANDS_PER_TIER, len(tier))
+    base = rng.lognormal(3.0, 0.8, p.n_categories)
+    price = np.round(base[cat.category] * rng.lognormal(0.0, 0.25, len(tier)), 2)
+    items = pd.DataFrame({C.item: [f"i{i:07d}" for i in range(p.n_items)],
+                          "brand": [f"b{b:02d}" for b in brand], "price": price})
+    ppl = _people(p)
+    users = pd.DataFrame({C.user: [f"u{i:07d}" for i in range(p.n_users)],
+                          "country": [f"k{c:02d}" for c in ppl.country],
+                          "age_band": np.asarray(AGE_BANDS, dtype=object)[ppl.age]})
+    return items, users
 
 
 def _pick_items(
@@ -90,7 +136,9 @@ def _world(p: SyntheticParams, rng: np.random.Generator) -> tuple[Catalogue, np.
     """The catalogue and every user's category taste (n_users × n_categories, rows sum to 1):
     the first draws of the seed's stream, so :func:`user_taste` gives them again."""
     cat = _catalogue(p, rng)
-    return cat, rng.dirichlet(np.full(p.n_categories, p.taste_concentration), size=p.n_users)
+    taste = rng.dirichlet(np.full(p.n_categories, p.taste_concentration), size=p.n_users)
+    # attributes carry taste: a user's country and age band shift their category mix
+    return cat, (1.0 - p.attribute_taste) * taste + p.attribute_taste * _people(p).profile
 
 
 def user_taste(p: SyntheticParams) -> np.ndarray:

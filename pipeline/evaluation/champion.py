@@ -35,10 +35,17 @@ from pipeline.config import Params, Paths
 from pipeline.errors import DataError
 from pipeline.evaluation.fingerprint import inputs_sha256, load_fingerprint, overlap, write_artifact
 from pipeline.evaluation.holdout import Scored, score_users
+from pipeline.features import recent
 from pipeline.models.artifact import load_model
-from pipeline.models.base import FAMILIES, ArtifactError, RecommenderBase, TokenMap, read_meta
+from pipeline.models.base import (
+    FAMILIES,
+    ArtifactError,
+    RecommenderBase,
+    TokenMap,
+    read_meta,
+)
 from pipeline.models.popularity import Popularity
-from pipeline.models.tokens import item_tokens, user_tokens
+from pipeline.models.tokens import fit_edges, item_tokens, user_tokens
 from pipeline.registry import versions
 
 log = logging.getLogger("recflow.evaluate")
@@ -80,20 +87,34 @@ def configuration(directory: Path) -> tuple[type[RecommenderBase], dict]:
     return family, config
 
 
-def config_tokens(config: dict, user_features: pd.DataFrame, item_features: pd.DataFrame
-                  ) -> tuple[TokenMap, TokenMap]:
-    """The feature tokens a configuration asks for (none for families without features)."""
-    return (user_tokens(user_features, tuple(config.get("user_features", ()))),
-            item_tokens(item_features, tuple(config.get("item_features", ()))))
+def config_edges(config: dict, user_features: pd.DataFrame, item_features: pd.DataFrame
+                 ) -> dict:
+    """Numeric bucket edges for a configuration's features, from these feature rows."""
+    n = int(config.get("buckets", 8))
+    return {"user": fit_edges(user_features, tuple(config.get("user_features", ())), C.user, n),
+            "item": fit_edges(item_features, tuple(config.get("item_features", ())), C.item, n)}
+
+
+def config_tokens(config: dict, user_features: pd.DataFrame, item_features: pd.DataFrame,
+                  edges: dict | None = None) -> tuple[TokenMap, TokenMap]:
+    """The feature tokens a configuration asks for (none for families without features);
+    numeric buckets with ``edges`` (the model's), else edges from these rows."""
+    edges = edges or config_edges(config, user_features, item_features)
+    return (user_tokens(user_features, tuple(config.get("user_features", ())), edges.get("user")),
+            item_tokens(item_features, tuple(config.get("item_features", ())), edges.get("item")))
 
 
 def fit_configuration(directory: Path, pairs: pd.DataFrame, user_features: pd.DataFrame,
                       item_features: pd.DataFrame) -> tuple[RecommenderBase, TokenMap, TokenMap]:
     """A fresh model of the artifact's family and configuration fitted on ``pairs`` with the
-    tokens of these features; returns it with the tokens it was fitted with."""
+    tokens (bucket edges from these rows) and recent items of these features; returns it
+    with the tokens it was fitted with."""
     family, config = configuration(directory)
-    utok, itok = config_tokens(config, user_features, item_features)
-    return family.from_config(config).fit(pairs, utok, itok), utok, itok
+    edges = config_edges(config, user_features, item_features)
+    utok, itok = config_tokens(config, user_features, item_features, edges)
+    model = family.from_config(config).fit(pairs, utok, itok, history=recent.history_of(user_features))
+    model.token_edges = edges
+    return model, utok, itok
 
 
 def judged_artifact(version_dir: Path) -> Path:
@@ -105,7 +126,8 @@ def judged_artifact(version_dir: Path) -> Path:
 
 def tokens_for(model: RecommenderBase, data: Data) -> TokenMap:
     """The user tokens ``model`` was configured to read, from this run's features."""
-    return config_tokens(model.config(), data.user_features, data.item_features)[0]
+    return config_tokens(model.config(), data.user_features, data.item_features,
+                         getattr(model, "token_edges", None) or None)[0]
 
 
 def refit_configuration(directory: Path, data: Data) -> RecommenderBase:

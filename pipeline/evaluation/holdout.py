@@ -39,15 +39,17 @@ class Scored:
 
 
 def score(model, holdout: pd.DataFrame, train: pd.DataFrame, utok: dict, k: int,
-          n_catalogue: int, batch: int = 1024) -> tuple[dict, list[dict]]:
+          n_catalogue: int, batch: int = 1024, history: dict | None = None
+          ) -> tuple[dict, list[dict]]:
     """Headline metrics at k (overall, cold, warm), and precision/recall at every plot k."""
-    s = score_users(model, holdout, train, utok, k, n_catalogue, batch)
+    s = score_users(model, holdout, train, utok, k, n_catalogue, batch, history)
     return s.metrics, s.curve
 
 
 def score_users(model, holdout: pd.DataFrame, train: pd.DataFrame, utok: dict, k: int,
-                n_catalogue: int, batch: int = 1024) -> Scored:
-    """:func:`score`, plus each holdout user's precision@k (what the gate's paired test reads)."""
+                n_catalogue: int, batch: int = 1024, history: dict | None = None) -> Scored:
+    """:func:`score`, plus each holdout user's precision@k (what the gate's paired test reads).
+    ``history``: each user's recent items as of the cutoff (what serving would pass)."""
     users = sorted(holdout[C.user].astype(str).unique())
     items = np.asarray(model.item_ids, dtype=object)
     kmax = max(k, *PLOT_KS)
@@ -57,7 +59,7 @@ def score_users(model, holdout: pd.DataFrame, train: pd.DataFrame, utok: dict, k
     for s in range(0, len(users), batch):
         ub = users[s:s + batch]
         exc = _mask(seen, ub, items).toarray()
-        scores = np.array(model.scores(ub, utok), dtype=np.float32, copy=True)
+        scores = np.array(model.scores(ub, utok, history), dtype=np.float32, copy=True)
         aucs.append(auc(scores, exc, _mask(rel, ub, items).toarray()))
         scores[exc] = -np.inf
         recs.append(top_k(ub, items, scores, kmax))

@@ -43,7 +43,7 @@ from pipeline.evaluation.validation import (
 )
 from pipeline.io import atomic_dir, link_or_copy, write_json
 from pipeline.models.als import ALS
-from pipeline.models.base import RecommenderBase, TokenMap
+from pipeline.models.base import History, RecommenderBase, TokenMap
 from pipeline.models.ease import EASE, gram
 from pipeline.models.hybrid import LightFMRecommender
 from pipeline.models.popularity import Popularity, catalogue
@@ -193,7 +193,7 @@ def hyper_grid(base: ModelParams) -> list[ModelParams]:
 
 
 def _lightfm_trial(cfg: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFrame,
-                   utok: TokenMap, itok: TokenMap, k: int
+                   utok: TokenMap, itok: TokenMap, k: int, history: History | None = None
                    ) -> tuple[Trial, LightFMRecommender | None, list[dict]]:
     """One early-stopped LightFM on the fit part: (trial, the model at its best epoch, its
     per-epoch curve); the model is None when the trial failed."""
@@ -202,7 +202,8 @@ def _lightfm_trial(cfg: ModelParams, fit_part: pd.DataFrame, validation: pd.Data
     def fit() -> tuple[float, int]:
         model, curve, best = fit_early_stopping(   # no full_train: no refit, the best epoch kept
             cfg, fit_part, validation,
-            utok if cfg.user_features else None, itok if cfg.item_features else None, k)
+            utok if cfg.user_features else None, itok if cfg.item_features else None, k,
+            history=history)
         out.update(model=model, curve=curve)
         return max(r["val_precision"] for r in curve), best
 
@@ -213,7 +214,8 @@ def _lightfm_trial(cfg: ModelParams, fit_part: pd.DataFrame, validation: pd.Data
 def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFrame,
                  train: pd.DataFrame, utok: TokenMap, itok: TokenMap, k: int, t0: float,
                  trials: list[Trial], skipped: dict[str, str],
-                 on_trial: Callable[[Trial], None] | None = None) -> Tuned:
+                 on_trial: Callable[[Trial], None] | None = None,
+                 history: History | None = None, full_history: History | None = None) -> Tuned:
     """Feature sets, then the hyperparameter grid with the winning set; the best trial
     refitted on all of ``train`` for its best epoch count (``model.refit``), else kept as
     fitted on the fit part."""
@@ -227,7 +229,8 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
                 skipped["lightfm"] = (f"{len(cfgs) - n} trial(s) not started: "
                                       f"model.search.budget_seconds {m.search.budget_seconds} passed")
                 return
-            trial, model, curve = _lightfm_trial(cfg, fit_part, validation, utok, itok, k)
+            trial, model, curve = _lightfm_trial(cfg, fit_part, validation, utok, itok, k,
+                                                 history)
             mine.append(trial)
             trials.append(trial)
             if on_trial:
@@ -245,7 +248,7 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
     if cfg.refit:
         model = refit_lightfm(cfg, trial.best_epoch or 1, train,
                               utok if cfg.user_features else None,
-                              itok if cfg.item_features else None)
+                              itok if cfg.item_features else None, full_history or history)
     return Tuned("lightfm", trial, model, {"best_epoch": trial.best_epoch, "curve": curve,
                                            "report": {"best_epoch": trial.best_epoch,
                                                       "refit": cfg.refit}},
@@ -294,9 +297,12 @@ def tune_ease(p: EASEParams, fit_part: pd.DataFrame, vs: ValidationSlice, train:
 
 def select(params: Params, fit_part: pd.DataFrame, validation: pd.DataFrame,
            train: pd.DataFrame, utok: TokenMap, itok: TokenMap,
-           on_trial: Callable[[Trial], None] | None = None) -> Selection:
+           on_trial: Callable[[Trial], None] | None = None,
+           history: History | None = None, full_history: History | None = None) -> Selection:
     """Tune every family of ``model.families`` and popularity on the validation slice, refit
-    each one's best on ``train``, and choose the candidate (see the module docstring)."""
+    each one's best on ``train``, and choose the candidate (see the module docstring).
+    ``history`` / ``full_history``: the users' recent items as the fit part / all of train see
+    them (LightFM's session tokens)."""
     k = params.evaluate.k
     vs = ValidationSlice(fit_part, validation)
     if not vs.users:
@@ -311,7 +317,7 @@ def select(params: Params, fit_part: pd.DataFrame, validation: pd.DataFrame,
     for family in params.model.families:
         if family == "lightfm":
             tuned[family] = tune_lightfm(params.model, fit_part, validation, train, utok, itok,
-                                         k, t0, trials, skipped, on_trial)
+                                         k, t0, trials, skipped, on_trial, history, full_history)
             continue
         n_items = train[C.item].nunique()
         if family == "ease" and n_items > params.baselines.ease.max_items:

@@ -1,6 +1,7 @@
 """The training set of a run, built once and saved in ``data/trainset/``: train / holdout
 positives (a pure function of the data and params), the validation slice carved out of the
-training period, and the features of every user and item as of the split cutoff.
+training period, and the features of every user and item as of the split cutoff — attributes
+included, and with ``model.cold_items`` every catalogue item, interactions or not.
 
 Time split: Feast's point-in-time join over the ``training`` service (the snapshot at the
 cutoff holds only events before it). Leave-N-out has no such time: the only snapshot is at the
@@ -79,6 +80,41 @@ def features_without_holdout(params: Params, paths: Paths, holdout: pd.DataFrame
     return _on_ids(u, users, C.user, as_of), _on_ids(i, items, C.item, as_of)
 
 
+def catalogue_items(paths: Paths) -> list[str]:
+    """Items known before any interaction: the item attribute table and the items table
+    (category) ingest kept. Static side information; a cold item can be scored from it."""
+    ids: set[str] = set()
+    for f in (paths.validated_attributes("items"), paths.validated_items):
+        if f.exists():
+            ids |= set(pd.read_parquet(f, columns=[C.item])[C.item].dropna().astype(str))
+    return sorted(ids)
+
+
+def with_attributes(frame: pd.DataFrame, paths: Paths, kind: str, fs=None,
+                    as_of: datetime | None = None) -> pd.DataFrame:
+    """``frame`` (one row per id) + the attribute view's features: through Feast's training
+    service when ``fs`` is given (point-in-time at ``as_of``), else the feature file (static
+    rows). Items without a behaviour row get their catalogue category."""
+    key = C.item if kind == "items" else C.user
+    view = Feast.item_attr_view if kind == "items" else Feast.user_attr_view
+    ids = frame[key].astype(str).tolist()
+    if fs is not None and as_of is not None:
+        attrs = point_in_time(fs, ids, key, view, as_of).drop(columns=[C.ts])
+    elif paths.attribute_features(kind).exists():
+        attrs = pd.read_parquet(paths.attribute_features(kind)).drop(columns=[C.ts])
+    else:
+        attrs = pd.DataFrame({key: []})
+    attrs = attrs.assign(**{key: attrs[key].astype(str)})
+    out = frame.merge(attrs[[c for c in attrs.columns if c not in frame.columns or c == key]],
+                      on=key, how="left")
+    if kind == "items" and C.category in out and paths.validated_items.exists():
+        cats = pd.read_parquet(paths.validated_items).drop_duplicates(C.item, keep="last")
+        fill = out[key].map(dict(zip(cats[C.item].astype(str), cats[C.category].astype(str),
+                                     strict=True)))
+        out[C.category] = out[C.category].where(out[C.category].notna(), fill)
+    return out
+
+
 def build(params: Params, paths: Paths) -> Trainset:
     events = paths.validated_events
     if not events.exists():
@@ -96,7 +132,8 @@ def build(params: Params, paths: Paths) -> Trainset:
                         f"{target.describe(tg)}) or what is left to fit on is empty; "
                         "change model.validation_days / model.validation_n or evaluate.target.")
     users = sorted(set(split.train[C.user]) | set(holdout[C.user]))
-    items = sorted(set(split.train[C.item]))
+    items = sorted(set(split.train[C.item]) | (set(catalogue_items(paths))
+                                               if params.model.cold_items else set()))
     meta = {"cutoff": split.cutoff.isoformat(), "strategy": params.split.strategy,
             "target": target.describe(tg),
             "train_pairs": len(split.train), "holdout_pairs": len(holdout),
@@ -107,11 +144,14 @@ def build(params: Params, paths: Paths) -> Trainset:
     if params.split.strategy == "leave_n_out":
         # every held-out positive is left out of the features, in the target or not
         uf, itf = features_without_holdout(params, paths, split.holdout, users, items)
+        uf, itf = with_attributes(uf, paths, "users"), with_attributes(itf, paths, "items")
         meta["features"] = "validated events minus the held-out pairs"
     else:
         fs = store.open_store(paths)
         uf = point_in_time(fs, users, C.user, Feast.user_view, split.cutoff)
         itf = point_in_time(fs, items, C.item, Feast.item_view, split.cutoff)
+        uf = with_attributes(uf, paths, "users", fs, split.cutoff)
+        itf = with_attributes(itf, paths, "items", fs, split.cutoff)
         meta["features"] = "Feast point-in-time at the cutoff"
     # the flag is about relevance, not training data: train/fit stay as without a target
     # (same columns, so the same inputs hash for an unchanged run)

@@ -37,3 +37,25 @@ def decode(value: Any) -> list[str]:
         if isinstance(out, list):
             return [str(x) for x in out]
     return text.split(",")  # the comma-joined format of older feature files
+
+
+def history(users, values) -> dict[str, list[str]]:
+    """User → recent items (newest first) from a user id column and its ``recent_items``
+    values (a feature frame's columns, or the online lookup's); users without any are left out."""
+    out = {}
+    for u, v in zip(users, values, strict=True):
+        items = decode(v) if isinstance(v, str) or v is None else []
+        if items:
+            out[str(u)] = items
+    return out
+
+
+def history_of(frame) -> dict[str, list[str]]:
+    """:func:`history` of a user feature frame (user id + ``recent_items`` columns); {} when
+    the frame has no ``recent_items``."""
+    from pipeline.columns import Columns as C
+    from pipeline.columns import Features as F
+
+    if F.recent_items not in frame.columns:
+        return {}
+    return history(frame[C.user], frame[F.recent_items])

@@ -28,6 +28,7 @@ from pipeline.columns import Features as F
 from pipeline.config import EVENTS_FILE, ITEMS_FILE, Params
 from pipeline.errors import DataError
 from pipeline.features import recent
+from pipeline.features.attributes import write_attributes
 from pipeline.io import sql_path, sql_str
 
 
@@ -364,7 +365,8 @@ def write(validated: Path, out_dir: Path, params: Params) -> dict:
     for target, tmp in tmps.items():  # both complete: swap them in
         os.replace(tmp, target)
     return {"user_rows": rows[Feast.user_file], "item_rows": rows[Feast.item_file],
-            "snapshots": [str(pd.Timestamp(t)) for t in times]}
+            "snapshots": [str(pd.Timestamp(t)) for t in times],
+            **write_attributes(validated, out_dir)}
 
 
 def features_as_of(con: duckdb.DuckDBPyConnection, user_ids: list[str], as_of: datetime,

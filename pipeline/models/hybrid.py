@@ -4,6 +4,11 @@ The artifact holds no pickle: ``model.npz`` (user embeddings/biases over the use
 precomputed item representations and biases, popularity fallback) and ``model.json``
 (vocabularies, ids, params). Scoring is a matrix product, so a model trained here can be
 served or re-scored anywhere without LightFM and without unpickling code.
+
+Cold start on both sides: a catalogue item with feature tokens but no interaction (``cold_items``)
+is scored from its tokens alone, so a new item can be recommended before anyone touched it;
+a user's recent items (``history``) become session tokens (:func:`tokens.session_tokens`) in
+training as of the cutoff and at request time alike (``session_items``).
 """
 
 from __future__ import annotations
@@ -19,16 +24,27 @@ from pipeline.columns import Columns as C
 from pipeline.config import SELECTION_KEYS, ModelParams
 from pipeline.models.base import History, RecommenderBase, TokenMap
 from pipeline.models.popularity import catalogue, popularity_scores
+from pipeline.models.tokens import SESSION_PREFIX, merge, session_tokens
+
+
+def _token_weights(toks: list[str], token_weight: float, session_weight: float) -> list[float]:
+    """Each token's weight: the session tokens (``recent_…``) share ``session_weight``, the
+    other tokens ``token_weight`` (a repeated token is counted each time)."""
+    n_s = sum(t.startswith(SESSION_PREFIX) for t in toks)
+    n_o = len(toks) - n_s
+    return [session_weight / n_s if t.startswith(SESSION_PREFIX) else token_weight / n_o
+            for t in toks]
 
 
 def _features(ids: list[str], id_index: dict[str, int], tokens: dict[str, list[str]],
               tok_index: dict[str, int], with_identity: bool,
-              token_weight: float = 1.0) -> sp.csr_matrix:
+              token_weight: float = 1.0, session_weight: float = 1.0) -> sp.csr_matrix:
     """(len(ids) × (|identity| + |tokens|)) matrix, LightFM's feature layout, rows summing to 1.
 
-    The identity feature weighs 1 and a row's tokens ``token_weight`` together, before the row
-    is normalised: a small ``token_weight`` keeps known users/items close to pure collaborative
-    filtering while entities without identity (new users) still get a features-only vector.
+    The identity feature weighs 1, a row's feature tokens ``token_weight`` together and its
+    session tokens ``session_weight`` together, before the row is normalised: a small
+    ``token_weight`` keeps known users/items close to pure collaborative filtering while
+    entities without identity (new users) still get a features-only vector.
     """
     n_id = len(id_index)
     rows, cols, vals = [], [], []
@@ -37,11 +53,11 @@ def _features(ids: list[str], id_index: dict[str, int], tokens: dict[str, list[s
             rows.append(r)
             cols.append(id_index[e])
             vals.append(1.0)
-        toks = [tok_index[t] for t in tokens.get(e, ()) if t in tok_index]
-        for j in toks:
+        toks = [t for t in tokens.get(e, ()) if t in tok_index]
+        for t, w in zip(toks, _token_weights(toks, token_weight, session_weight), strict=True):
             rows.append(r)
-            cols.append(n_id + j)
-            vals.append(token_weight / len(toks))
+            cols.append(n_id + tok_index[t])
+            vals.append(w)
     m = sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
                       shape=(len(ids), n_id + len(tok_index)))
     norm = np.asarray(m.sum(axis=1)).ravel()
@@ -100,10 +116,11 @@ class LightFMRecommender(RecommenderBase):
     # ---- training -------------------------------------------------------------------------
     def _fit(self, train: pd.DataFrame, user_tokens: TokenMap, item_tokens: TokenMap,
              on_epoch: Callable[[int, LightFMRecommender], bool | None] | None = None,
-             **kw: Any) -> None:
+             history: History | None = None, **kw: Any) -> None:
         """``train``: (user_id, item_id, confidence) positives; ``confidence ** confidence_power``
         steers WARP as ``model.confidence`` says (:class:`_Positives`).
 
+        ``history``: each user's recent items as of the cutoff (session tokens).
         ``on_epoch(epoch, model)`` runs after every epoch; returning True stops training.
         With ``num_threads: 1`` and a fixed seed, training is deterministic.
         """
@@ -111,22 +128,36 @@ class LightFMRecommender(RecommenderBase):
 
         p = self.params
         self.user_ids = catalogue(train, C.user)
-        self.item_ids = catalogue(train, C.item)
+        warm = catalogue(train, C.item)
+        known = set(warm)
+        cold = (np.asarray(sorted(i for i, t in item_tokens.items() if t and i not in known),
+                           dtype=object) if p.cold_items else np.asarray([], dtype=object))
+        self.item_ids = np.concatenate([warm, cold]) if len(cold) else warm
+        self.item_token_map = ({str(i): list(item_tokens.get(i, ())) for i in self.item_ids}
+                               if p.session_items else {})
+        # users as their tokens only needs session tokens; without a history, keep identity
+        self.uses_identity = bool(p.user_identity or not history or not p.session_items)
+        user_tokens = self._with_session(user_tokens, history)
         self.user_vocab = sorted({t for u in self.user_ids for t in user_tokens.get(u, ())})
         self.item_vocab = sorted({t for i in self.item_ids for t in item_tokens.get(i, ())})
         self._uidx = {u: j for j, u in enumerate(self.user_ids)}
-        iidx = {i: j for j, i in enumerate(self.item_ids)}
+        iidx = {i: j for j, i in enumerate(warm)}
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
         itok = {t: j for j, t in enumerate(self.item_vocab)}
-        uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, True,
-                       p.token_weight)
-        itf = _features(list(self.item_ids), iidx, item_tokens, itok, True, p.token_weight)
+        uf = _features(list(self.user_ids), self._uidx, user_tokens, self._utok, self.uses_identity,
+                       p.token_weight, p.session_weight)
+        itf = _features(list(warm), iidx, item_tokens, itok, True, p.token_weight)
+        # cold items: their tokens only (the identity columns stay empty), weighted as the
+        # token part of a warm item's row, so a cold item is "a warm item with these tokens
+        # and an unknown identity", not one whose tokens count twice
+        self._cold_f = (_features(list(cold), iidx, item_tokens, itok, False)
+                        * (p.token_weight / (1.0 + p.token_weight)) if len(cold) else None)
         r = train[C.user].astype(str).map(self._uidx).to_numpy()
         c = train[C.item].astype(str).map(iidx).to_numpy()
         w = (np.array(train[C.confidence].to_numpy(), dtype=np.float32)  # writable copy
              if C.confidence in train else np.ones(len(train), dtype=np.float32))
         w **= np.float32(p.confidence_power)
-        shape = (len(self.user_ids), len(self.item_ids))
+        shape = (len(self.user_ids), len(warm))   # cold items are not in the interactions
         pairs = _Positives(r, c, w, shape, p.confidence, p.seed)
         # ``ensemble`` members differ only in their seed and train in lockstep, so early
         # stopping and refit see one model; ``_snapshot`` folds them into one factor model.
@@ -153,6 +184,8 @@ class LightFMRecommender(RecommenderBase):
         concatenated and divided by N, item representations concatenated, biases averaged.
         Scoring, serving and the artifact stay those of a single model (just wider)."""
         ms, n = self._members, len(self._members)
+        if self._cold_f is not None:
+            item_features = sp.vstack([item_features, self._cold_f]).tocsr()
         self.user_emb = np.hstack([m.user_embeddings for m in ms]).astype(np.float32) / n
         self.user_bias = np.mean([m.user_biases for m in ms], axis=0).astype(np.float32)
         self.item_repr = np.hstack([item_features @ m.item_embeddings for m in ms]
@@ -163,19 +196,28 @@ class LightFMRecommender(RecommenderBase):
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
 
     # ---- scoring --------------------------------------------------------------------------
+    def _with_session(self, user_tokens: TokenMap | None, history: History | None) -> TokenMap:
+        """``user_tokens`` plus the session tokens of ``history`` (when configured)."""
+        n = self.params.session_items
+        if not history or not n:
+            return user_tokens or {}
+        return merge(user_tokens or {}, session_tokens(history, self.item_token_map, n))
+
     def known(self, user: str) -> bool:
         return user in self._uidx
 
     def _user_vectors_small(self, users: list[str], tokens: dict[str, list[str]]
                             ) -> tuple[np.ndarray, np.ndarray]:
-        n_id, tw = len(self._uidx), self.params.token_weight
+        n_id, p = len(self._uidx), self.params
         reps = np.zeros((len(users), self.user_emb.shape[1]), dtype=np.float32)
         has = np.zeros(len(users), dtype=bool)
         for r, u in enumerate(users):
-            toks = [n_id + self._utok[t] for t in tokens.get(u, ()) if t in self._utok]
-            ident = self._uidx.get(u)
+            names = [t for t in tokens.get(u, ()) if t in self._utok]
+            toks = [n_id + self._utok[t] for t in names]
+            ident = self._uidx.get(u) if self.uses_identity else None
             cols = ([ident] if ident is not None else []) + toks
-            w = ([1.0] if ident is not None else []) + [tw / max(1, len(toks))] * len(toks)
+            w = (([1.0] if ident is not None else [])
+                 + _token_weights(names, p.token_weight, p.session_weight))
             total = sum(w)
             if cols and total > 0:
                 reps[r] = (np.asarray(w, dtype=np.float32) / total) @ self.user_emb[cols]
@@ -188,14 +230,17 @@ class LightFMRecommender(RecommenderBase):
         tokens = user_tokens or {}
         if len(users) <= 64:  # serving: a gather beats building a sparse matrix
             return self._user_vectors_small(users, tokens)
-        f = _features(users, self._uidx, tokens, self._utok, True, self.params.token_weight)
+        f = _features(users, self._uidx, tokens, self._utok, self.uses_identity,
+                      self.params.token_weight, self.params.session_weight)
         has = np.asarray(f.getnnz(axis=1) > 0)
         return np.asarray(f @ self.user_emb, dtype=np.float32), has
 
     def scores(self, users: list[str], user_tokens: TokenMap | None = None,
                history: History | None = None) -> np.ndarray:
         """(len(users) × n_items) scores; users without signal get the popularity order."""
-        reps, has = self.user_vectors(users, user_tokens)
+        if history:
+            history = {u: history[u] for u in users if u in history}
+        reps, has = self.user_vectors(users, self._with_session(user_tokens, history))
         s = reps @ self.item_repr.T + self.item_bias[None, :]
         if not has.all():
             s[~has] = self.popularity[None, :]
@@ -204,11 +249,17 @@ class LightFMRecommender(RecommenderBase):
     # ---- persistence ----------------------------------------------------------------------
     def _meta(self) -> dict:
         return {"user_ids": list(self.user_ids), **super()._meta(),
-                "user_vocab": self.user_vocab, "item_vocab": self.item_vocab}
+                "user_vocab": self.user_vocab, "item_vocab": self.item_vocab,
+                "item_token_map": getattr(self, "item_token_map", {}),
+                "token_edges": getattr(self, "token_edges", {}),
+                "uses_identity": self.uses_identity}
 
     def _restore(self, meta: dict) -> None:
         super()._restore(meta)
         self.user_ids = np.asarray(meta["user_ids"], dtype=object)
         self.user_vocab, self.item_vocab = meta["user_vocab"], meta["item_vocab"]
+        self.item_token_map = meta.get("item_token_map", {})
+        self.token_edges = meta.get("token_edges", {})
+        self.uses_identity = meta.get("uses_identity", True)
         self._uidx = {u: j for j, u in enumerate(self.user_ids)}
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}

@@ -42,7 +42,9 @@ def top_k(users: list[str], item_ids: np.ndarray, scores: np.ndarray, k: int,
           item_index: dict[str, int] | None = None) -> pd.DataFrame:
     """Rows (user_id, item_id, score, rank) for the k best non-excluded items of each user."""
     if not users or len(item_ids) == 0:
-        return pd.DataFrame({C.user: [], C.item: [], C.score: [], C.rank: []})
+        return pd.DataFrame({C.user: pd.Series([], dtype=object), C.item: pd.Series([], dtype=object),
+                             C.score: pd.Series([], dtype=np.float32),
+                             C.rank: pd.Series([], dtype=np.int64)})   # typed: merges on ids work
     index = item_index if item_index is not None else {it: j for j, it in enumerate(item_ids)}
     idx, sc = top_k_indices(scores, k, exclusion_cells(users, index, exclude))
     kk = idx.shape[1]

@@ -1,19 +1,32 @@
 """Feast feature rows → LightFM feature tokens (``name=value`` strings).
 
-Numbers are bucketed on a log2 scale so a token generalises across users/items of a similar
-size; categories are used as they are. Missing features give no token. Works on a DataFrame
-or on the column dict Feast's ``get_online_features(...).to_dict()`` returns, so training and
-serving tokenise with the same code.
+The built-in behaviour tokens (``top_category``, ``activity``, ``recency``; ``category``,
+``popularity``, ``conversion``) bucket their numbers on a log2 scale. Any other name in
+``model.user_features`` / ``item_features`` is a feature column (a behaviour count such as
+``n_purchase_30d`` or an attribute such as ``brand``): a multi-valued attribute (JSON list
+text) gives one token per value, a numeric column the index of its quantile bucket with edges
+from the training data only (:func:`fit_edges`, stored in the model artifact), anything else
+its text. Missing features give no token. Works on a DataFrame or on the column dict Feast's
+``get_online_features(...).to_dict()`` returns, so training and serving tokenise alike.
+
+:func:`session_tokens` turns a user's most recent items (the online store's ``recent_items``,
+as of the cutoff in training) into user tokens: each item and its static item tokens
+(category, attributes), so events pushed a second ago change the next request.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from pipeline.columns import Columns as C
 from pipeline.columns import Features as F
+from pipeline.errors import ConfigError
 
 
 def _missing(v: Any) -> bool:
@@ -52,24 +65,125 @@ _ITEM: dict[str, tuple[str, Callable[[Any], str | None]]] = {
 }
 
 
-def _tokens(rows: Mapping[str, Sequence], key: str, which: tuple[str, ...], table: dict) -> dict[str, list[str]]:
+#: item tokens that describe behaviour, not the item: left out of session tokens
+_BEHAVIOUR = ("popularity", "conversion")
+#: every session token starts with it (the hybrid weighs them apart from the other tokens)
+SESSION_PREFIX = "recent_"
+Edges = dict[str, list[float]]
+
+
+def _values(v: Any) -> list[str]:
+    """One feature value → token values: a JSON list (multi-valued attribute) → its items."""
+    if isinstance(v, str) and v.startswith("["):
+        try:
+            out = json.loads(v)
+        except ValueError:
+            out = None
+        if isinstance(out, list):
+            return [str(x) for x in out]
+    return [str(v)]
+
+
+def _bucket(edges: list[float]) -> Callable[[Any], str | None]:
+    e = np.asarray(edges, dtype=float)
+
+    def fn(v: Any) -> str | None:
+        x = _number(v)
+        return None if x is None else str(int(np.searchsorted(e, x, side="right")))
+    return fn
+
+
+def check_features(frame: pd.DataFrame, which: Sequence[str], key: str) -> None:
+    """A name that is neither built in nor a column of the training features: exit 2."""
+    table = _USER if key == C.user else _ITEM
+    kind = "user" if key == C.user else "item"
+    for name in which:
+        if name not in table and name not in frame.columns:
+            raise ConfigError(f"params.yaml: key 'model.{kind}_features': {name!r} is no "
+                              f"{kind} feature or attribute (built in: {', '.join(table)}; "
+                              "or a feature column / configured attribute).")
+
+
+def fit_edges(frame: pd.DataFrame, which: Sequence[str], key: str, n: int) -> Edges:
+    """Quantile bucket edges of every numeric, non-built-in feature in ``which``, from
+    ``frame`` (the training features: never the holdout)."""
+    table = _USER if key == C.user else _ITEM
+    out: Edges = {}
+    for name in which:
+        if name in table or name not in frame.columns:
+            continue
+        col = frame[name]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            continue
+        x = pd.to_numeric(col, errors="coerce").dropna().to_numpy(dtype=float)
+        qs = np.unique(np.quantile(x, np.linspace(0, 1, n + 1)[1:-1])) if len(x) else []
+        out[name] = [float(q) for q in qs]
+    return out
+
+
+def _tokens(rows: Mapping[str, Sequence], key: str, which: Sequence[str], table: dict,
+            edges: Edges | None = None) -> dict[str, list[str]]:
     ids = [str(k) for k in rows[key]]
     out: dict[str, list[str]] = {i: [] for i in ids}
     for name in which:
-        col, fn = table[name]
+        if name in table:
+            col, fn = table[name]
+        elif edges and name in edges:
+            col, fn = name, _bucket(edges[name])
+        else:
+            col, fn = name, None
         if col not in rows:
             continue
         for i, v in zip(ids, list(rows[col]), strict=True):
-            if not _missing(v):
-                t = fn(v)
+            if _missing(v):
+                continue
+            for t in ([fn(v)] if fn is not None else _values(v)):
                 if t is not None:
                     out[i].append(f"{name}={t}")
     return out
 
 
-def user_tokens(rows: Mapping[str, Sequence], which: tuple[str, ...]) -> dict[str, list[str]]:
-    return _tokens(rows, C.user, which, _USER)
+def user_tokens(rows: Mapping[str, Sequence], which: Sequence[str],
+                edges: Edges | None = None) -> dict[str, list[str]]:
+    return _tokens(rows, C.user, which, _USER, edges)
 
 
-def item_tokens(rows: Mapping[str, Sequence], which: tuple[str, ...]) -> dict[str, list[str]]:
-    return _tokens(rows, C.item, which, _ITEM)
+def item_tokens(rows: Mapping[str, Sequence], which: Sequence[str],
+                edges: Edges | None = None) -> dict[str, list[str]]:
+    return _tokens(rows, C.item, which, _ITEM, edges)
+
+
+def session_tokens(history: Mapping[str, Sequence[str]], items: Mapping[str, Sequence[str]],
+                   n: int) -> dict[str, list[str]]:
+    """User → tokens of their ``n`` most recent items (newest first): ``recent_item=<id>`` and
+    ``recent_<token>`` for each of the item's static tokens (``items``: item → tokens).
+    A token repeated m times weighs m (the feature rows sum repeats), so recency weighs by
+    repetition: the newest item's tokens n times, the oldest once."""
+    out: dict[str, list[str]] = {}
+    if n <= 0:
+        return out
+    for u, recent in history.items():
+        toks: list[str] = []
+        for r, it in enumerate(list(recent)[:n]):
+            one = [f"{SESSION_PREFIX}item={it}", *(f"{SESSION_PREFIX}{t}" for t in items.get(it, ())
+                                          if t.split("=", 1)[0] not in _BEHAVIOUR)]
+            toks += one * (n - r)  # recency: the newest item weighs n, the n-th weighs 1
+        if toks:
+            out[u] = toks
+    return out
+
+
+def merge(*maps: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Token maps joined per entity (in order)."""
+    out: dict[str, list[str]] = {}
+    for m in maps:
+        for k, v in m.items():
+            out.setdefault(k, []).extend(v)
+    return out
+
+
+def model_tokens(model, rows: Mapping[str, Sequence]) -> dict[str, list[str]]:
+    """The user tokens ``model`` was trained with: its configured features, its bucket edges."""
+    cfg = model.config()
+    edges = (getattr(model, "token_edges", None) or {}).get("user")
+    return user_tokens(rows, tuple(cfg.get("user_features", ())), edges)

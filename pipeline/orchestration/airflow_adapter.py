@@ -121,7 +121,8 @@ def stage_task(root: Path, name: str, force_param: str,
 
 def _feature_files(root: Path) -> tuple[Path, ...]:
     p = Paths(Path(root))
-    return (p.user_features, p.item_features)
+    return (p.user_features, p.item_features, p.attribute_features("items"),
+            p.attribute_features("users"))
 
 
 def feature_fingerprint(root: Path) -> str | None:

@@ -99,8 +99,24 @@ def decide(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> di
         return {"promote": None, "test": test,
                 "reason": f"guardrail: coverage {cand['coverage']:.4f} dropped more than "
                           f"{gate.max_coverage_drop} below {champ['coverage']:.4f} ({head})"}
+    cold = cold_guardrail(ev, gate)
+    if cold:
+        return {"promote": None, "test": test, "reason": f"{cold} ({head})"}
     return {"promote": CANDIDATE, "test": test,
             "reason": f"{head}; lower end above min_delta {gate.min_delta}"}
+
+
+def cold_guardrail(ev: dict, gate: GateParams) -> str | None:
+    """Why the candidate fails the cold-start guardrail, or None: in the replay's
+    ``cold_revealed`` segment its precision@k may not fall more than ``gate.max_cold_drop``
+    below popularity's (the list a cold user got before the hybrid could read their events)."""
+    p = f"precision@{ev['k']}"
+    seg = ev.get("segments") or {}
+    cand, pop = (seg.get(m, {}).get("cold_revealed", {}).get(p) for m in (CANDIDATE, POPULARITY))
+    if cand is None or pop is None or cand >= pop - gate.max_cold_drop:
+        return None
+    return (f"guardrail: cold users with revealed events {p} {cand:.4f} dropped more than "
+            f"{gate.max_cold_drop} below popularity's {pop:.4f}")
 
 
 def decision(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> dict:

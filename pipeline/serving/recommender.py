@@ -20,7 +20,7 @@ from pipeline.features import recent
 from pipeline.models.artifact import load_model
 from pipeline.models.base import RecommenderBase
 from pipeline.models.ranking import exclusion_cells, top_k_indices
-from pipeline.models.tokens import user_tokens
+from pipeline.models.tokens import model_tokens
 from pipeline.registry import versions
 
 log = logging.getLogger("recflow.serving")
@@ -124,7 +124,7 @@ class Recommender:
         tokens: dict[str, list[str]] = {}
         history: dict[str, list[str]] = {}
         if feats is not None:
-            tokens = user_tokens(feats, self.params.model.user_features)
+            tokens = model_tokens(model, feats)
             for u, seen in zip(feats[C.user], feats.get(F.recent_items) or [], strict=False):
                 if seen:
                     history[u] = recent.decode(seen)

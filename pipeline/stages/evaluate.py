@@ -10,12 +10,16 @@ is held out; else its configuration is refitted on this train part
 
 from __future__ import annotations
 
+import pandas as pd
+
 from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
 from pipeline.errors import DataError
-from pipeline.evaluation import results, target
+from pipeline.evaluation import replay, results, target
 from pipeline.evaluation.champion import Data, per_user_frame, score_champion, tokens_for
 from pipeline.evaluation.holdout import Scored, score_users
+from pipeline.features import recent
+from pipeline.io import read_json
 from pipeline.models.artifact import load_model
 from pipeline.models.base import ARRAYS_FILE, read_meta
 from pipeline.models.popularity import Popularity
@@ -47,11 +51,17 @@ def run(params: Params, paths: Paths) -> dict:
                      "champion_family": None}
     per_user, curves = {}, {}
     scored: dict[str, Scored] = {}   # inputs_sha256 → result: the candidate is one family
+    history = recent.history_of(data.user_features)
     for name, m in models.items():
         key = m.meta.get("inputs_sha256") or name
-        s = scored.get(key) or score_users(m, data.holdout, data.train, tokens_for(m, data), k, n_cat)
+        s = scored.get(key) or score_users(m, data.holdout, data.train, tokens_for(m, data), k,
+                                           n_cat, history=history)
         scored[key] = s
         details[name], curves[name], per_user[name] = s.metrics, s.curve, s.per_user
+    if params.split.strategy == "time":  # the replay needs a cutoff in time
+        cutoff = pd.Timestamp(read_json(paths.trainset_meta)["cutoff"]).to_pydatetime()
+        details["segments"] = replay.segments(
+            params, paths, {**models, **replay.baselines(data)}, data, cutoff)
     champ = score_champion(params, paths, data)
     if champ is not None:
         meta = read_meta(versions.versions_dir(paths.registry) / champ.version)

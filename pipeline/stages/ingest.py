@@ -5,7 +5,7 @@ items, manifest), replaced in one atomic step (see :mod:`pipeline.data.landing`)
 from __future__ import annotations
 
 from pipeline.config import Params, Paths
-from pipeline.data import landing
+from pipeline.data import attributes, landing
 from pipeline.io import atomic_dir, link_or_copy, write_json
 
 
@@ -20,11 +20,19 @@ def _write(got: landing.Ingested, paths: Paths) -> None:
         write_json(tmp / paths.manifest.name, got.manifest.to_json())
 
 
+def _write_attributes(params: Params, paths: Paths) -> dict:
+    """The attribute tables (read whole each run: they are small) → ``data/attributes/``."""
+    tables = attributes.load(params, paths)
+    with atomic_dir(paths.attributes) as tmp:
+        attributes.write_raw(tables, tmp)
+    return {f"{k}_attribute_rows": len(t.frame) for k, t in tables.items()}
+
+
 def run(params: Params, paths: Paths) -> dict:
     got = landing.ingest(params, paths)
     if got.events is not None or got.reuse_events:  # else nothing changed: events stay as they are
         _write(got, paths)
-    return got.summary
+    return {**got.summary, **_write_attributes(params, paths)}
 
 
 def forget(params: Params, paths: Paths, targets: list[str]) -> dict:

@@ -13,20 +13,23 @@ from tqdm import tqdm
 
 from pipeline.config import Params, Paths
 from pipeline.evaluation import search, trainset
+from pipeline.evaluation.replay import training_tokens
 from pipeline.io import write_csv, write_json
-from pipeline.models.tokens import item_tokens, user_tokens
 
 CURVE_COLUMNS = ["epoch", "k", "val_precision", "seconds"]
 
 
 def run(params: Params, paths: Paths) -> dict:
     ts = trainset.build(params, paths)
-    utok = user_tokens(ts.user_features, params.model.user_features)
-    itok = item_tokens(ts.item_features, params.model.item_features)
+    tt = training_tokens(params.model, ts)   # bucket edges from the training rows only
+    utok, itok = tt.user, tt.item
     bar = tqdm(desc="search", unit="trial", leave=False)
     sel = search.select(params, ts.fit, ts.validation, ts.train, utok, itok,
-                        on_trial=lambda _t: bar.update(1))
+                        on_trial=lambda _t: bar.update(1),
+                        history=tt.fit_history, full_history=tt.history)
     bar.close()
+    for t in sel.families.values():   # the artifact carries the edges serving buckets with
+        t.model.token_edges = tt.edges
     trainset.save(ts, paths)
     search.save(sel, paths.families, paths.candidate, ts.train, utok, itok,
                 {"trained_at": datetime.now(UTC).isoformat(), "cutoff": ts.meta["cutoff"],

@@ -12,6 +12,7 @@ import pandas as pd
 
 from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
+from pipeline.data import attributes
 from pipeline.data.landing import SOURCE, read_manifest
 from pipeline.data.suite import BatchSource, data_docs, validate_batches, write_plain
 from pipeline.errors import DataError
@@ -44,16 +45,25 @@ def run(params: Params, paths: Paths) -> dict:
         write_json(paths.validation_failed, report)
         raise DataError("\n".join(refusal))
     canon = list(C.EVENT_TABLE)
+    attrs = {k: attributes.validate(t) for k, t in attributes.read_raw(paths.attributes).items()}
+    report["attributes"] = {k: rep for k, (_, _, rep) in attrs.items()}
     with atomic_dir(paths.validated) as tmp:
         write_plain([o.accepted[canon] for o in outs.values()], tmp / paths.validated_events.name)
         items.to_parquet(tmp / paths.validated_items.name, index=False)
+        for k, (ok, _, _) in attrs.items():
+            ok.to_parquet(tmp / paths.validated_attributes(k).name, index=False)
     with atomic_dir(paths.quarantine) as tmp:
         for b, o in outs.items():
             keep = [c for c in (*canon, C.parse_error, C.reason) if c in o.quarantined.columns]
             write_plain([o.quarantined[keep]], tmp / f"{b}.parquet")
+        for k, (_, bad, _) in attrs.items():
+            if len(bad):
+                bad.to_parquet(tmp / f"attributes-{k}.parquet", index=False)
     with atomic_dir(paths.validation_docs) as tmp:
         data_docs({b: o.result for b, o in outs.items() if o.result is not None}, tmp)
     write_json(paths.validation_report, report)
     paths.validation_failed.unlink(missing_ok=True)
     return {"batches": len(outs), "rows": report["rows"], "accepted": report["accepted"],
-            "quarantined": report["quarantined"]}
+            "quarantined": report["quarantined"],
+            **{f"{k}_attributes_quarantined": rep["quarantined"]
+               for k, rep in report["attributes"].items()}}

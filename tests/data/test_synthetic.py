@@ -98,7 +98,8 @@ def test_strong_signals_carry_more_taste_than_views(data):
                                           np.where(events[C.value] < 0.2, "abandoned play", "play")))
     info = w.groupby(kind.to_numpy()).mean()
     for strong in ("purchase", "finished play"):
-        assert info[strong] > info["view"] + 0.03, info.round(3).to_dict()
-        assert info[strong] > info["abandoned play"] + 0.2, info.round(3).to_dict()
+        # relative: attribute-shaped taste (synthetic.attribute_taste) flattens every level
+        assert info[strong] > info["view"] * 1.05, info.round(3).to_dict()
+        assert info[strong] > info["abandoned play"] * 1.5, info.round(3).to_dict()
         assert info[strong] > info["click"], info.round(3).to_dict()
     assert info["view"] > 1.0 / SMALL.n_categories    # views are not pure noise either

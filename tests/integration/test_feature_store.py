@@ -13,12 +13,14 @@ import pytest
 
 from pipeline.columns import Columns as C
 from pipeline.columns import Feast
+from pipeline.columns import Features as F
 from pipeline.config import Paths, load_params
-from pipeline.data.synthetic import generate
+from pipeline.data.synthetic import attributes, generate
 from pipeline.errors import DataError
 from pipeline.feature_store import planning, store, writer
 from pipeline.feature_store.reader import OnlineReader
 from pipeline.features import push, recent, snapshots
+from pipeline.models.tokens import session_tokens, user_tokens
 from tests.conftest import ROOT, TINY
 from tests.helpers import online_users, online_users_sdk
 from tests.redis_server import redis_server
@@ -47,6 +49,8 @@ def base(tmp_path_factory, params) -> Path:
     paths.validated.mkdir(parents=True)
     events.to_parquet(paths.validated / "events.parquet", index=False)
     items.to_parquet(paths.validated / "items.parquet", index=False)
+    for kind, table in zip(("items", "users"), attributes(params.synthetic), strict=True):
+        table.to_parquet(paths.validated_attributes(kind), index=False)
     snapshots.write(paths.validated, paths.feature_data, params)
     return paths.root
 
@@ -74,6 +78,10 @@ def proj(request, base, tmp_path) -> tuple[Paths, str | None]:
 def _latest(paths: Paths, file: str) -> pd.DataFrame:
     df = pd.read_parquet(paths.feature_data / file)
     return df[df[C.ts] == df[C.ts].max()]
+
+
+def _attribute_rows(paths: Paths) -> int:
+    return sum(len(pd.read_parquet(paths.attribute_features(k))) for k in ("items", "users"))
 
 
 def _serving_cols(fs) -> list[str]:
@@ -112,7 +120,9 @@ def test_applied_schema_holds_every_column_the_code_reads(base, tmp_path):
     params = load_params(ROOT / "params.yaml")
     assert set(snapshots.user_feature_columns(params)) <= user_cols
     views = {p.name for p in fs.get_feature_service(Feast.training_service).feature_view_projections}
-    assert views == {Feast.user_view, Feast.item_view}
+    assert views == {Feast.user_view, Feast.item_view, Feast.item_attr_view, Feast.user_attr_view}
+    serving = {p.name for p in fs.get_feature_service(Feast.serving_service).feature_view_projections}
+    assert serving == {Feast.user_view, Feast.user_attr_view}
 
 
 def test_materialize_then_lookup_and_unknown_entities(proj):
@@ -120,7 +130,7 @@ def test_materialize_then_lookup_and_unknown_entities(proj):
     report = planning.materialize(paths, online)
     users, items = _latest(paths, Feast.user_file), _latest(paths, Feast.item_file)
     assert report["mode"] == "first"
-    assert report["entity_rows"] == len(users) + len(items)
+    assert report["entity_rows"] == len(users) + len(items) + _attribute_rows(paths)
     assert report["online_store"].startswith("redis" if online else "sqlite")
     if not online:  # the store was created with the writer's page size, not SQLite's default
         import sqlite3
@@ -187,8 +197,9 @@ def test_materialization_writes_only_what_changed(proj, params):
     moved = sorted(new[C.user].unique())[:5]
     _assert_same(online_users(fs, moved), users[users[C.user].isin(moved)], _serving_cols(fs))
 
-    back = planning.backfill(paths, online=online)
-    assert back["mode"] == "backfill" and back["written"] == third["written"]
+    back = planning.backfill(paths, online=online)  # rewrites the (unchanged) attributes too
+    assert back["mode"] == "backfill"
+    assert back["written"] == third["written"] + _attribute_rows(paths)
     # an old window (the first snapshot only) is older than every online row: nothing written
     f = pd.read_parquet(paths.feature_data / Feast.user_file)
     first_snap = f[C.ts].min().to_pydatetime()
@@ -243,6 +254,16 @@ def test_online_equals_offline_at_the_same_timestamp(proj):
     at = users[C.ts].iloc[0]
     off = store.historical(fs, pd.DataFrame({C.user: sample, C.ts: at}), Feast.serving_service)
     _assert_same(on, off, _serving_cols(fs))
+    # ... and so are the tokens a model builds from them, attributes and session tokens
+    # included: training reads the snapshot (historical), serving the online row
+    feats = ("top_category", "activity", "recency", "country", "age_band")
+    assert user_tokens(on, feats) == user_tokens(off, feats)
+    assert any(t.startswith("country=") for t in user_tokens(on, feats)[sample[0]])
+    items = pd.read_parquet(paths.validated / "items.parquet")
+    imap = {i: [f"category={c}"] for i, c in zip(items[C.item], items[C.category], strict=True)}
+    hist_on = recent.history(on[C.user], on[F.recent_items])
+    hist_off = recent.history(off[C.user], off[F.recent_items])
+    assert hist_on and session_tokens(hist_on, imap, 10) == session_tokens(hist_off, imap, 10)
 
 
 def test_point_in_time_training_rows_never_see_the_future(base, tmp_path):

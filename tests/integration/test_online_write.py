@@ -189,7 +189,8 @@ def test_a_rerun_writes_only_the_changed_rows(odd_base, tmp_path, online):
     again = planning.materialize(paths, online)
     assert again["mode"] == "incremental"
     assert [(v["view"], v["written"], v["changed"]) for v in again["views"]] == [
-        ("user_activity", 3, 3), ("item_stats", 0, 0)]
+        ("user_activity", 3, 3), ("item_stats", 0, 0), ("item_attributes", 0, 0),
+        ("user_attributes", 0, 0)]
     after = _dump(paths, online)
     changed = (sum(x != y for x, y in zip(before[USER_DB_TABLE], after[USER_DB_TABLE],
                                           strict=True))

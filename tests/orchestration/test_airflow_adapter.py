@@ -13,9 +13,9 @@ from pipeline.orchestration import airflow_adapter as o
 
 
 def _write_features(root: Path, payload: bytes) -> None:
-    for rel in ("feature_repo/data/user_features.parquet", "feature_repo/data/item_features.parquet"):
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(payload)
+    for f in o._feature_files(root):   # the features stage writes all four (attributes too)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(payload)
 
 
 def test_features_announced_only_when_changed(tmp_path):

@@ -136,3 +136,18 @@ def test_the_reason_names_the_families_and_a_popularity_candidate_is_the_floor()
     assert d["promote"] == "popularity" and "\n" not in d["reason"]
     assert d["reason"].startswith("popularity is the floor: no learned family beat it on the "
                                   "validation slice")
+
+
+@pytest.mark.parametrize(("cold", "promoted"), [(0.20, None), (0.235, "candidate")])
+def test_cold_start_guardrail_on_the_replay_segment(cold, promoted):
+    """A better model overall is still refused when cold users with revealed events get a
+    list worse than popularity's by more than gate.max_cold_drop."""
+    a, b = users_precision(0.3, 1), users_precision(0.2, 2)
+    seg = {"candidate": {"cold_revealed": {"precision@10": cold}},
+           "popularity": {"cold_revealed": {"precision@10": 0.25}}}
+    gate = GATE.model_copy(update={"max_cold_drop": 0.02})
+    d = decide(ev((0.3, 0.2, 0.5), (0.2, 0.2, 0.5), segments=seg),
+               {"candidate": a, "champion": b, "popularity": b}, gate)
+    assert d["promote"] == promoted
+    if promoted is None:
+        assert "guardrail: cold users with revealed events" in d["reason"]
