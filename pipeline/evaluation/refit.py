@@ -38,6 +38,7 @@ from pipeline.errors import DataError, RefitFailed
 from pipeline.evaluation.champion import configuration, fit_configuration
 from pipeline.evaluation.fingerprint import inputs_sha256, write_artifact
 from pipeline.evaluation.splits import all_pairs
+from pipeline.evaluation.trainset import catalogue_items, with_attributes
 from pipeline.io import sql_path
 from pipeline.models.artifact import load_model
 from pipeline.models.base import RecommenderBase, TokenMap, read_meta
@@ -68,12 +69,23 @@ def serving_features(path: Path, key: str) -> pd.DataFrame:
 
 
 def _features(config: dict, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
-    """(user, item) serving features for a configuration (empty when it reads none) and the
-    time they are as of."""
-    uf = (serving_features(paths.user_features, C.user) if config.get("user_features")
-          else pd.DataFrame({C.user: []}))
-    itf = (serving_features(paths.item_features, C.item) if config.get("item_features")
-           else pd.DataFrame({C.item: []}))
+    """(user, item) serving features for a configuration (empty when it reads none), with the
+    attribute tables joined and the catalogue's cold items added as the training set does, and
+    the time they are as of."""
+    # session tokens read the users' recent items: the file when it exists (a project always
+    # has one; the configuration's own user features require it)
+    reads_users = bool(config.get("user_features")) or bool(
+        config.get("session_items") and paths.user_features.exists())
+    uf = (with_attributes(serving_features(paths.user_features, C.user), paths, "users")
+          if reads_users else pd.DataFrame({C.user: []}))
+    itf = pd.DataFrame({C.item: []})
+    if config.get("item_features"):
+        itf = serving_features(paths.item_features, C.item)
+        if config.get("cold_items"):
+            known = set(itf[C.item].astype(str))
+            cold = [i for i in catalogue_items(paths) if i not in known]
+            itf = pd.concat([itf, pd.DataFrame({C.item: cold})], ignore_index=True)
+        itf = with_attributes(itf, paths, "items")
     stamps = [f[C.ts].max() for f in (uf, itf) if C.ts in f and len(f)]
     return uf, itf, (pd.Timestamp(max(stamps)).isoformat() if stamps else None)
 
