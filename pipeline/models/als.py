@@ -69,6 +69,9 @@ class ALS(RecommenderBase):
         s[~known] = self.popularity[None, :]
         return s
 
+    def item_vectors(self) -> np.ndarray:
+        return self.item_factors
+
     def _meta(self) -> dict:
         return {"user_ids": list(self.user_ids), **super()._meta()}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -9,7 +11,7 @@ from pipeline.columns import Columns as C
 
 
 def exclusion_cells(users: list[str], item_index: dict[str, int],
-                    exclude: dict[str, set[str]] | None) -> tuple[np.ndarray, np.ndarray]:
+                    exclude: Mapping[str, Iterable[str]] | None) -> tuple[np.ndarray, np.ndarray]:
     """(row, col) coordinates of excluded (user, item) cells; unknown items are ignored."""
     rows: list[int] = []
     cols: list[int] = []
@@ -23,11 +25,14 @@ def exclusion_cells(users: list[str], item_index: dict[str, int],
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
 
 
-def top_k_indices(scores: np.ndarray, k: int, excluded: tuple[np.ndarray, np.ndarray] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def top_k_indices(scores: np.ndarray, k: int, excluded: tuple[np.ndarray, np.ndarray] | None = None,
+                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(item indices, scores), each (n_users × min(k, n_items)), best first; excluded cells
-    score -inf and sort last. ``scores`` is not modified."""
+    and items outside ``allowed`` (a boolean mask over the item axis) score -inf and sort
+    last. ``scores`` is not modified."""
     s = np.array(scores, dtype=np.float32, copy=True)
+    if allowed is not None:
+        s[:, ~allowed] = -np.inf
     if excluded is not None and len(excluded[0]):
         s[excluded] = -np.inf
     kk = min(k, s.shape[1])
