@@ -471,3 +471,85 @@ def test_export_cli_writes_every_user(built_project, tmp_path):
     bad = sh(["recflow", "--root", str(built_project), "export", "--k", "0", "--out", str(out)],
              built_project, check=False)
     assert bad.returncode == 2 and "--k 0" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _pinned_clients(base: str, n: int, deadline_s: float = 180) -> dict[int, httpx.Client]:
+    """One keep-alive client per worker (a connection stays with the worker that accepted
+    it), found by asking /readyz for the worker's pid on fresh connections."""
+    clients: dict[int, httpx.Client] = {}
+    deadline = time.time() + deadline_s
+    while len(clients) < n and time.time() < deadline:
+        c = httpx.Client(base_url=base, timeout=10)
+        try:
+            r = c.get("/readyz")
+            pid = r.json()["worker_pid"] if r.status_code == 200 else None
+        except httpx.HTTPError:
+            pid = None
+            time.sleep(0.3)
+        if pid is not None and pid not in clients:
+            clients[pid] = c
+        else:
+            c.close()
+    return clients
+
+
+def test_two_workers_over_redis_share_pushes_reloads_and_metrics(built_project, tmp_path):
+    """`make serve WORKERS=2` (pipeline.serving.run) over a real Redis online store: an event
+    pushed through one worker changes what the other serves, a promotion reaches both, and
+    /metrics on either worker counts the requests of both."""
+    from pipeline.feature_store import planning
+    from tests.redis_server import redis_server
+
+    proj = clone_built(built_project, tmp_path / "p")
+    p = paths(proj)
+    with redis_server(tmp_path / "redis") as url:
+        planning.materialize(p, url)
+        port = _free_port()
+        env = {**run_env(proj), "RECFLOW_ROOT": str(proj), "RECFLOW_ONLINE_STORE": url}
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.serving.run", "--workers", "2",
+                                 "--port", str(port)], cwd=proj, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        clients: dict[int, httpx.Client] = {}
+        try:
+            clients = _pinned_clients(f"http://127.0.0.1:{port}", 2)
+            assert len(clients) == 2, f"two workers did not answer (exit {proc.poll()})"
+            (pa, a), (pb, b) = clients.items()
+            user = _users(proj, 1)[0]
+            first = b.get(f"/recommendations/{user}?k=10").json()
+            assert first["features_source"] == "online"
+            target = first["items"][0]["item_id"]
+            pushed = a.post("/events", json={"events": [
+                {"user_id": user, "item_id": target, "event_type": "purchase"}]})
+            assert pushed.status_code == 200 and pushed.json()["accepted"] == 1, pushed.text
+            assert b.get("/readyz").json()["worker_pid"] == pb != pa
+            assert target not in _ids(b.get(f"/recommendations/{user}?k=10").json())
+
+            old = registry.champion(p.registry)
+            new = registry.register(p.registry, registry.champion_dir(p.registry), {"note": "t"})
+            registry.set_champion(p.registry, new, "two workers")
+            params = load_params(p.params)
+            deadline = time.time() + 10 * params.serving.reload_poll_seconds + 10
+            while time.time() < deadline:
+                seen = {c.get("/model").json()["version"] for c in (a, b)}
+                if seen == {new}:
+                    break
+                time.sleep(0.2)
+            assert seen == {new} != {old}
+
+            m = _samples(a.get("/metrics").text)  # worker a answers for both
+            key = 'recflow_http_requests_total{method="GET",route="/recommendations/{user_id}",status="200"}'
+            assert m.get(key) == 2  # both were served by worker b
+            assert m.get('recflow_http_requests_total{method="POST",route="/events",status="200"}') == 1
+            assert m.get(f'recflow_champion{{version="{new}"}}') == 1.0
+            assert m.get('recflow_reloads_total{outcome="loaded"}', 0) >= 4  # 2 at start + 2 swaps
+            assert proc.poll() is None
+        finally:
+            for c in clients.values():
+                c.close()
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
