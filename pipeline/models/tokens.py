@@ -67,6 +67,11 @@ def _tokens(rows: Mapping[str, Sequence], key: str, which: tuple[str, ...], tabl
     return out
 
 
+def user_columns(which: tuple[str, ...]) -> list[str]:
+    """The feature columns :func:`user_tokens` reads for the token names ``which``."""
+    return [_USER[name][0] for name in which]
+
+
 def user_tokens(rows: Mapping[str, Sequence], which: tuple[str, ...]) -> dict[str, list[str]]:
     return _tokens(rows, C.user, which, _USER)
 

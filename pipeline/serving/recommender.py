@@ -26,7 +26,7 @@ from pipeline.features import recent
 from pipeline.models.artifact import load_model
 from pipeline.models.base import RecommenderBase
 from pipeline.models.ranking import exclusion_cells, top_k_indices
-from pipeline.models.tokens import user_tokens
+from pipeline.models.tokens import user_columns, user_tokens
 from pipeline.registry import versions
 from pipeline.serving import metrics
 from pipeline.serving.catalogue import Catalogue, Filters
@@ -77,6 +77,11 @@ class Recommender:
         if load:
             self.reload()
 
+    def columns(self) -> list[str]:
+        """The serving features a request reads: the user tokens' sources, the history and
+        the seen set (the rest of the service is not decoded)."""
+        return [*user_columns(self.params.model.user_features), F.recent_items, F.seen_items]
+
     @property
     def model(self) -> RecommenderBase | None:
         return self.served.model if self.served else None
@@ -124,7 +129,7 @@ class Recommender:
         together; the log gets one line when it fails and one when it is back."""
         try:
             if self._reader is None:  # resolving the service from the registry costs ~20 ms: once
-                self._reader = OnlineReader(self.store, Feast.serving_service)
+                self._reader = OnlineReader(self.store, Feast.serving_service, self.columns())
             feats = self._reader.read(users)
         except Exception as e:  # noqa: BLE001 - an unreachable store must not fail the request
             metrics.STORE_ERRORS.inc()
