@@ -30,20 +30,22 @@ _LARGE = 1 << 21
 
 
 def top_k_indices(scores: np.ndarray, k: int, excluded: tuple[np.ndarray, np.ndarray] | None = None,
-                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  allowed: np.ndarray | None = None, fast: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(item indices, scores), each (n_users × min(k, n_items)), best first; excluded cells
     and items outside ``allowed`` (a boolean mask over the item axis) score -inf and sort
     last. ``scores`` is not modified.
 
-    Large matrices (serving batches, the export) take :func:`_top_k_candidates`: the same
-    items, several times faster; ties at the k-th score may be broken differently."""
+    ``fast`` (serving batches, the export): a large matrix takes :func:`_top_k_candidates`,
+    the same items about twice as fast; ties at the k-th score may be broken differently, so
+    evaluation keeps the plain partition (its figures stay comparable across versions)."""
     s = np.array(scores, dtype=np.float32, copy=True)
     if allowed is not None:
-        s[:, ~allowed] = -np.inf
+        np.copyto(s, -np.inf, where=~allowed)  # broadcast over the rows, no index arrays
     if excluded is not None and len(excluded[0]):
         s[excluded] = -np.inf
     kk = min(k, s.shape[1])
-    if s.size >= _LARGE and 0 < kk * 16 <= s.shape[1]:
+    if fast and s.size >= _LARGE and 0 < kk * 16 <= s.shape[1]:
         got = _top_k_candidates(s, kk)
         if got is not None:
             return got

@@ -63,6 +63,7 @@ class Catalogue:
         self.cat_codes = np.asarray([self.codes.get(self.category.get(str(i)) or "", -1)
                                      for i in self.item_ids], dtype=np.int32)
         self._model = model
+        self._masks: dict[tuple, np.ndarray] = {}
         self._item_features = params.model.item_features
         try:
             v = np.asarray(model.item_vectors(), dtype=np.float32)
@@ -81,18 +82,31 @@ class Catalogue:
         """Boolean mask over the model's items of what ``f`` lets through (None: no filter)."""
         if not f:
             return None
-        m = np.ones(len(self.item_ids), dtype=bool)
-        if f.categories is not None:
-            m &= np.isin(self.cat_codes, [self.codes[c] for c in f.categories if c in self.codes])
-        if f.exclude_categories is not None:
-            m &= ~np.isin(self.cat_codes, [self.codes[c] for c in f.exclude_categories
-                                           if c in self.codes])
+        m = self._category_mask(f.categories, f.exclude_categories).copy()
         if f.allowed_items is not None:
             keep = np.zeros_like(m)
             keep[self._in(f.allowed_items)] = True
             m &= keep
         if f.exclude is not None:
             m[self._in(f.exclude)] = False
+        return m
+
+    def _category_mask(self, categories: tuple[str, ...] | None,
+                       exclude_categories: tuple[str, ...] | None) -> np.ndarray:
+        """The category part of a filter; the same few category sets recur, so it is kept
+        (per champion, at most 256 sets; a dict write is atomic, threads may race harmlessly)."""
+        key = (categories, exclude_categories)
+        hit = self._masks.get(key)
+        if hit is not None:
+            return hit
+        m = np.ones(len(self.item_ids), dtype=bool)
+        if categories is not None:
+            m &= np.isin(self.cat_codes, [self.codes[c] for c in categories if c in self.codes])
+        if exclude_categories is not None:
+            m &= ~np.isin(self.cat_codes, [self.codes[c] for c in exclude_categories
+                                           if c in self.codes])
+        if len(self._masks) < 256:
+            self._masks[key] = m
         return m
 
     # ---- similar items ------------------------------------------------------------------
