@@ -479,7 +479,7 @@ def _pinned_clients(base: str, n: int, deadline_s: float = 180) -> dict[int, htt
     clients: dict[int, httpx.Client] = {}
     deadline = time.time() + deadline_s
     while len(clients) < n and time.time() < deadline:
-        c = httpx.Client(base_url=base, timeout=10)
+        c = httpx.Client(base_url=base, timeout=60)  # a push takes seconds on a busy box
         try:
             r = c.get("/readyz")
             pid = r.json()["worker_pid"] if r.status_code == 200 else None
