@@ -169,10 +169,13 @@ class Recommender:
                 if seen:
                     history[u] = recent.decode(seen)
             mode = self.params.serving.exclude_seen
-            if mode == "recent":
+            seen_col = feats.get(F.seen_items)
+            if mode == "recent" or (mode == "all" and seen_col is None):
+                # a store materialized before the seen set existed: the recent items, until
+                # the next `recflow features` + `recflow materialize`
                 exclude = history
             elif mode == "all":
-                for u, seen in zip(feats[C.user], feats.get(F.seen_items) or [], strict=False):
+                for u, seen in zip(feats[C.user], seen_col, strict=True):
                     if seen:
                         exclude[u] = recent.decode(seen)
         allowed = served.catalogue.mask(filters)
