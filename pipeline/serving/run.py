@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except RecflowError as e:
         sys.stderr.write(f"serve: {e}\n")
         return e.exit_code
-    workers = args.workers or sp.workers
+    workers = sp.workers if args.workers is None else args.workers
     if workers < 1:
         sys.stderr.write(f"serve: --workers {workers}: must be at least 1\n")
         return 2
