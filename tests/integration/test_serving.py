@@ -512,18 +512,26 @@ def test_two_workers_over_redis_share_pushes_reloads_and_metrics(built_project, 
                                 start_new_session=True)
         clients: dict[int, httpx.Client] = {}
         try:
-            clients = _pinned_clients(f"http://127.0.0.1:{port}", 2)
+            base = f"http://127.0.0.1:{port}"
+            clients = _pinned_clients(base, 2)
             assert len(clients) == 2, f"two workers did not answer (exit {proc.poll()})"
-            (pa, a), (pb, b) = clients.items()
+            (_, a), (_, b) = clients.items()
             user = _users(proj, 1)[0]
             first = b.get(f"/recommendations/{user}?k=10").json()
             assert first["features_source"] == "online"
             target = first["items"][0]["item_id"]
+            # an idle keep-alive connection is closed after 5 s (and reopened, maybe to the
+            # other worker), so each worker is asked on a connection just used
+            pusher = a.get("/readyz").json()["worker_pid"]
             pushed = a.post("/events", json={"events": [
                 {"user_id": user, "item_id": target, "event_type": "purchase"}]})
             assert pushed.status_code == 200 and pushed.json()["accepted"] == 1, pushed.text
-            assert b.get("/readyz").json()["worker_pid"] == pb != pa
-            assert target not in _ids(b.get(f"/recommendations/{user}?k=10").json())
+            assert a.get("/readyz").json()["worker_pid"] == pusher
+            fresh = _pinned_clients(base, 2)
+            clients.update({-i: c for i, c in enumerate(fresh.values(), 1)})  # closed at the end
+            other = next(c for pid, c in fresh.items() if pid != pusher)
+            assert other.get("/readyz").json()["worker_pid"] != pusher
+            assert target not in _ids(other.get(f"/recommendations/{user}?k=10").json())
 
             old = registry.champion(p.registry)
             new = registry.register(p.registry, registry.champion_dir(p.registry), {"note": "t"})
@@ -531,18 +539,22 @@ def test_two_workers_over_redis_share_pushes_reloads_and_metrics(built_project, 
             params = load_params(p.params)
             deadline = time.time() + 10 * params.serving.reload_poll_seconds + 10
             while time.time() < deadline:
-                seen = {c.get("/model").json()["version"] for c in (a, b)}
-                if seen == {new}:
+                each = _pinned_clients(base, 2, 30)  # fresh connections: one per worker
+                seen = {pid: c.get("/model").json()["version"] for pid, c in each.items()}
+                metrics_of = [_samples(c.get("/metrics").text) for c in each.values()]
+                for c in each.values():
+                    c.close()
+                if len(seen) == 2 and set(seen.values()) == {new}:
                     break
                 time.sleep(0.2)
-            assert seen == {new} != {old}
+            assert len(seen) == 2 and set(seen.values()) == {new} != {old}
 
-            m = _samples(a.get("/metrics").text)  # worker a answers for both
             key = 'recflow_http_requests_total{method="GET",route="/recommendations/{user_id}",status="200"}'
-            assert m.get(key) == 2  # both were served by worker b
-            assert m.get('recflow_http_requests_total{method="POST",route="/events",status="200"}') == 1
-            assert m.get(f'recflow_champion{{version="{new}"}}') == 1.0
-            assert m.get('recflow_reloads_total{outcome="loaded"}', 0) >= 4  # 2 at start + 2 swaps
+            for m in metrics_of:  # each worker answers for both: the samples are summed
+                assert m.get(key) == 2
+                assert m.get('recflow_http_requests_total{method="POST",route="/events",status="200"}') == 1
+                assert m.get(f'recflow_champion{{version="{new}"}}') == 1.0
+                assert m.get('recflow_reloads_total{outcome="loaded"}', 0) >= 4  # 2 at start + 2 swaps
             assert proc.poll() is None
         finally:
             for c in clients.values():
