@@ -9,6 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 AIRFLOW_PORT ?= 8793
 SERVE_PORT ?= 8000
+WORKERS ?=
 
 .PHONY: install demo test lint unit integration airflow serve clean help redis
 
@@ -41,8 +42,8 @@ integration: install redis
 
 serve: install
 	@test -f models/registry/champion.json || { echo "no champion yet: run 'make demo' (or dvc repro) first"; exit 2; }
-	@echo "recflow API on http://127.0.0.1:$(SERVE_PORT)  (docs: /docs) — Ctrl-C stops it"
-	@$(BIN)/uvicorn pipeline.serving.app:app_from_env --factory --host 127.0.0.1 --port $(SERVE_PORT) --log-level warning
+	@echo "recflow API on http://127.0.0.1:$(SERVE_PORT)  (docs: /docs, metrics: /metrics) — Ctrl-C stops it"
+	@$(BIN)/python -m pipeline.serving.run --port $(SERVE_PORT) $(if $(WORKERS),--workers $(WORKERS))
 
 # Real Redis for the online-store tests (Debian package); installed only when missing.
 redis:

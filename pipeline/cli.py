@@ -84,6 +84,20 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params, paths
+    from pipeline.registry import versions
+
+    p = paths()
+    versions.champion(p.registry)  # a corrupt pointer: say so before the imports
+    from pipeline.serving.export import export, read_users
+
+    users = read_users(args.users) if args.users else None
+    r = export(load_params(p.params), p, args.k, args.out, users)
+    print(f"✓ export      {r['seconds']:6.1f}s  {_fmt(r)}")
+    return 0
+
+
 def _summary(args: argparse.Namespace) -> int:
     from pipeline.summary import render
 
@@ -180,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("user_id")
     rp.add_argument("-k", type=int, default=10, help="how many items (1..100, default 10)")
     rp.set_defaults(func=_recommend)
+    ex = sub.add_parser("export", help="every user's (or --users') top-k from the champion to "
+                        "parquet, by the serving path")
+    ex.add_argument("--k", type=int, default=50, help="items per user (1..serving.max_k, default 50)")
+    ex.add_argument("--users", type=Path, help="user ids: a text file (one per line) or csv/parquet "
+                    "with a user_id column (default: every user of the feature store)")
+    ex.add_argument("--out", type=Path, required=True, help="the parquet file to write")
+    ex.set_defaults(func=_export)
     sub.add_parser("summary", help="what the last run did: stage times, counts, metrics, samples").set_defaults(func=_summary)
     sub.add_parser("models", help="list registered model versions (* = champion)").set_defaults(func=_models)
     rb = sub.add_parser("rollback", help="make an earlier version the champion again")

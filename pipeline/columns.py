@@ -62,11 +62,12 @@ class Features:
     n_events = "n_events"
     recency_days = "recency_days"
     top_category = "top_category"
-    recent_items = "recent_items"     # the most recent items, excluded at serving
+    recent_items = "recent_items"     # the most recent items (the models' history)
+    seen_items = "seen_items"         # every item the user had (repeatable types aside)
     # item_stats
     pop_all = "pop_all"
     conversion_rate = "conversion_rate"
     category = Columns.category
 
-    USER = (n_events, recency_days, top_category, recent_items)
+    USER = (n_events, recency_days, top_category, recent_items, seen_items)
     ITEM = (pop_all, conversion_rate, category)

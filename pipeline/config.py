@@ -119,6 +119,7 @@ class ValidateParams(_Frozen):
 class FeatureParams(_Frozen):
     windows_days: tuple[int, ...] = (7, 30)
     recent_items: int = Field(50, ge=0)
+    repeatable_events: tuple[str, ...] = ()   # their items never enter the seen set
     top_categories: int = Field(3, ge=1)
     memory_limit: str = "2GB"
     threads: int = Field(2, gt=0)
@@ -246,6 +247,10 @@ class ServingParams(_Frozen):
     max_user_id_length: int = Field(128, ge=1)
     max_events_per_request: int = Field(1000, ge=1)
     reload_poll_seconds: float = Field(2.0, gt=0)
+    exclude_seen: Literal["all", "recent", "none"] = "all"
+    max_candidates: int = Field(10_000, ge=1)
+    workers: int = Field(1, ge=1)
+    export_batch: int = Field(2048, ge=1)
     blas_threads: int = Field(1, ge=1)
 
 
@@ -596,6 +601,11 @@ class Paths:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def serving_metrics(self) -> Path:
+        """prometheus-client's multi-process files of the running server (emptied at start)."""
+        return self.logs / "prometheus"
 
 
 def project_root() -> Path:

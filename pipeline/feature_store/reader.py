@@ -25,6 +25,7 @@ import os
 import sqlite3
 import stat
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,9 @@ if TYPE_CHECKING:
 class OnlineReader:
     """Reads the user-keyed views of one feature service from the configured online store."""
 
-    def __init__(self, fs: FeatureStore, service: str) -> None:
+    def __init__(self, fs: FeatureStore, service: str, only: Collection[str] | None = None) -> None:
+        """``only``: read just these features of the service (serving needs a handful of its
+        columns; decoding the rest was most of a batch lookup)."""
         cfg = fs.config
         self.project = cfg.project
         if cfg.entity_key_serialization_version != 3:  # what encode_keys writes and reads
@@ -55,8 +58,9 @@ class OnlineReader:
             if list(view.join_keys) != [C.user]:
                 raise ValueError(f"feature service {service!r}: view {p.name!r} is not keyed by "
                                  f"{C.user} alone")
-            self.views.append((p.name, compute_table_id(self.project, view, versioned),
-                               [f.name for f in p.features]))
+            feats = [f.name for f in p.features if only is None or f.name in only]
+            self.views.append((p.name, compute_table_id(self.project, view, versioned), feats))
+        self.views = [v for v in self.views if v[2]]  # a view with nothing wanted is not read
         self.columns = [f for _, _, feats in self.views for f in feats]
         online = cfg.online_store
         self.kind = store_kind(fs)
@@ -121,9 +125,10 @@ class OnlineReader:
         try:
             for _, table, feats in self.views:
                 wanted = set(feats)
+                names = ",".join("?" * len(feats))
                 sql = (f'SELECT entity_key, feature_name, value FROM "{table}" '
-                       f"WHERE entity_key IN ({marks})")
-                for key, name, blob in con.execute(sql, list(row_of)):
+                       f"WHERE entity_key IN ({marks}) AND feature_name IN ({names})")
+                for key, name, blob in con.execute(sql, [*row_of, *feats]):
                     if name in wanted:
                         out[name][row_of[key]] = value(blob)
         except sqlite3.Error as e:  # not a database, malformed, short read, no such table ...

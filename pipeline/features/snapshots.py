@@ -164,8 +164,9 @@ def user_features_sql(events: str, params: Params, times: Sequence[datetime], pa
                       wide_key: bool) -> str:
     """Per (user, as_of in ``times``): counts by type over each window and all time, distinct
     items, purchase rate (purchases / views), mean watch fraction of plays, recency in days,
-    the shares of the top-N categories and the most recent items (a JSON array,
-    :mod:`pipeline.features.recent`).
+    the shares of the top-N categories, the most recent items and the seen set (every item
+    with an event of a type not in ``features.repeatable_events``, sorted): JSON arrays,
+    :mod:`pipeline.features.recent`. Serving excludes the seen set (``serving.exclude_seen``).
 
     One pass serves every snapshot (an event counts for each snapshot it precedes). Top
     categories (count DESC, category ASC, NULL last) and recent items (last time DESC, item
@@ -221,7 +222,12 @@ def user_features_sql(events: str, params: Params, times: Sequence[datetime], pa
                  (f"{F.top_category}{sfx}_share",
                   f"coalesce(top__{{k}}[{i}].n, 0)::DOUBLE / n_events__{{k}}")]
     cols.append((F.recent_items, recent.sql("recent__{k}") if n_recent else "'[]'"))
+    cols.append((F.seen_items, recent.sql("seen__{k}")))
     ev = _scan(events, snaps, f"{C.user}, {C.event}, {C.value}")
+    rep = params.features.repeatable_events
+    not_rep = f"WHERE {C.event} NOT IN ({', '.join(map(sql_str, rep))})" if rep else ""
+    s_aggs = ", ".join(f"list({C.item} ORDER BY {C.item}) FILTER (WHERE first < {a}) AS seen__{k}"
+                       for k, (a, _) in enumerate(snaps))
     return f"""
     WITH g AS (SELECT {C.user}, {C.event}, {bk.expr()} AS b, count(*) AS n, sum({C.value}) AS sv,
                  count({C.value}) AS cv FROM ({ev}) GROUP BY ALL),
@@ -241,8 +247,11 @@ def user_features_sql(events: str, params: Params, times: Sequence[datetime], pa
     rk AS (SELECT {C.user}, {", ".join(r_aggs)} FROM {pairs} JOIN ir USING ({C.item}) GROUP BY {C.user}),
     r AS (SELECT rk.* EXCLUDE ({", ".join(f"recent__{k}" for k in range(len(snaps)))}),
                  {", ".join(r_dec)} FROM rk, il),
+    sp AS (SELECT {C.user}, {C.item}, min(us) AS first
+           FROM ({_scan(events, snaps, f"{C.user}, {C.item}, {C.event}")}) {not_rep} GROUP BY ALL),
+    sn AS (SELECT {C.user}, {s_aggs} FROM sp GROUP BY {C.user}),
     wide AS MATERIALIZED (SELECT * FROM ut JOIN t USING ({C.user}) JOIN r USING ({C.user})
-          {" ".join(per_type)})
+          LEFT JOIN sn USING ({C.user}) {" ".join(per_type)})
     {_long("wide", snaps, cols, C.user, "n_events__{k}")}
     """
 

@@ -92,6 +92,9 @@ class ALS(UserRowsModel):
         s[~has] = self.popularity[None, :]
         return s
 
+    def item_vectors(self) -> np.ndarray:
+        return self.item_factors
+
     def _restore(self, meta: dict) -> None:
         super()._restore(meta)
         self._yty = None

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import RecflowError
 from pipeline.models.ranking import top_k
 
 TokenMap = dict[str, list[str]]
@@ -35,11 +36,17 @@ class ArtifactError(ValueError):
     """A model folder that is not a readable artifact of the expected family."""
 
 
+class Unsupported(RecflowError):
+    """The family cannot do this (popularity has no item representations, for one)."""
+
+
 class RecommenderBase:
     """fit → scores → recommend → save/load. Unknown users get the popularity order."""
 
     FORMAT: ClassVar[str]
     ARRAYS: ClassVar[tuple[str, ...]]
+    #: arrays an artifact may lack (written by a later version of the family)
+    OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ()
 
     item_ids: np.ndarray
     popularity: np.ndarray
@@ -63,6 +70,19 @@ class RecommenderBase:
         """(len(users) × len(item_ids)) scores, higher is better. ``history`` is what serving
         read from the online store (and evaluation as of the cutoff): recent items per user."""
         raise NotImplementedError
+
+    def item_vectors(self) -> np.ndarray:
+        """(n_items × d) item representations aligned with ``item_ids``: what item-to-item
+        similarity (cosine) is computed on. Families without any raise :class:`Unsupported`."""
+        raise Unsupported(f"{type(self).__name__} has no item representations: item "
+                          "similarity needs a factor model (LightFM, ALS, ...).")
+
+    def token_item_vectors(self, item_tokens: TokenMap, items: list[str]) -> np.ndarray:
+        """(len(items) × d) representations of items the model was not fitted on, built from
+        their attribute tokens (rows of zeros when no token is known to the model). Only a
+        family with token embeddings can; the others raise :class:`Unsupported`."""
+        raise Unsupported(f"{type(self).__name__} cannot represent an item from its attributes "
+                          "alone (no token embeddings).")
 
     def config(self) -> dict:
         """The unfitted configuration as JSON (``from_config`` builds the same model)."""
@@ -112,7 +132,10 @@ class RecommenderBase:
 
     def state(self) -> dict[str, np.ndarray]:
         """A copy of the scoring arrays (to keep the best epoch while training goes on)."""
-        return {k: np.array(getattr(self, k), copy=True) for k in self.ARRAYS}
+        return {k: np.array(getattr(self, k), copy=True) for k in self._arrays()}
+
+    def _arrays(self) -> tuple[str, ...]:
+        return (*self.ARRAYS, *(k for k in self.OPTIONAL_ARRAYS if hasattr(self, k)))
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
         for k, v in state.items():
@@ -120,7 +143,7 @@ class RecommenderBase:
 
     def save(self, directory: Path, extra: dict | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / ARRAYS_FILE, **{k: getattr(self, k) for k in self.ARRAYS})
+        np.savez(directory / ARRAYS_FILE, **{k: getattr(self, k) for k in self._arrays()})
         meta = {"format": self.FORMAT, "config": self.config(), **self._meta(), **(extra or {})}
         (directory / META_FILE).write_text(json.dumps(meta))
 
@@ -134,6 +157,9 @@ class RecommenderBase:
         arrays = np.load(directory / ARRAYS_FILE, allow_pickle=False)
         for k in cls.ARRAYS:
             setattr(self, k, arrays[k])
+        for k in cls.OPTIONAL_ARRAYS:
+            if k in arrays:
+                setattr(self, k, arrays[k])
         self._restore(meta)
         self.meta = meta
         self.is_fitted = True

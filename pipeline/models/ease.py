@@ -124,3 +124,8 @@ class EASE(UserRowsModel):
         if empty.any():
             s[empty] = self.popularity[None, :]
         return s
+
+    def item_vectors(self) -> np.ndarray:
+        """Row i of B: how strongly item i's presence predicts each other item (the item-item
+        weights themselves), so the cosine of two rows compares what the items go with."""
+        return self.weights

@@ -99,6 +99,7 @@ class LightFMRecommender(RecommenderBase):
 
     FORMAT = "recflow-lightfm-v1"
     ARRAYS = ("user_emb", "user_bias", "item_repr", "item_bias", "popularity")
+    OPTIONAL_ARRAYS = ("item_token_emb",)  # new items from their tokens (similar items)
 
     def __init__(self, params: ModelParams) -> None:
         super().__init__()
@@ -192,6 +193,9 @@ class LightFMRecommender(RecommenderBase):
                                    ).astype(np.float32)
         self.item_bias = np.mean([item_features @ m.item_biases for m in ms], axis=0
                                  ).astype(np.float32)
+        n_items = len(self.item_ids)  # item feature columns: identities, then tokens
+        self.item_token_emb = np.hstack([m.item_embeddings[n_items:] for m in ms]
+                                        ).astype(np.float32)
         self._uidx = {u: j for j, u in enumerate(self.user_ids)}
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
 
@@ -245,6 +249,22 @@ class LightFMRecommender(RecommenderBase):
         if not has.all():
             s[~has] = self.popularity[None, :]
         return s
+
+    def item_vectors(self) -> np.ndarray:
+        return self.item_repr
+
+    def token_item_vectors(self, item_tokens: TokenMap, items: list[str]) -> np.ndarray:
+        """Tokens only (no identity): the row LightFM would build, each token 1/n."""
+        emb = getattr(self, "item_token_emb", None)
+        if emb is None:
+            return super().token_item_vectors(item_tokens, items)
+        itok = {t: j for j, t in enumerate(self.item_vocab)}
+        out = np.zeros((len(items), emb.shape[1]), dtype=np.float32)
+        for r, it in enumerate(items):
+            cols = [itok[t] for t in item_tokens.get(it, ()) if t in itok]
+            if cols:
+                out[r] = emb[cols].mean(axis=0)
+        return out
 
     # ---- persistence ----------------------------------------------------------------------
     def _meta(self) -> dict:

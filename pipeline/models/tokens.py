@@ -143,6 +143,12 @@ def _tokens(rows: Mapping[str, Sequence], key: str, which: Sequence[str], table:
     return out
 
 
+def user_columns(which: Sequence[str]) -> list[str]:
+    """The feature columns :func:`user_tokens` reads for the token names ``which`` (a name
+    that is not a built-in token is its own column: an attribute or a feature column)."""
+    return [_USER[name][0] if name in _USER else name for name in which]
+
+
 def user_tokens(rows: Mapping[str, Sequence], which: Sequence[str],
                 edges: Edges | None = None) -> dict[str, list[str]]:
     return _tokens(rows, C.user, which, _USER, edges)

@@ -83,9 +83,11 @@ def public(card: dict) -> dict:
     """What ``GET /model`` shows of a card: the model, its metrics and both lineages — the
     holdout it was judged on (and the train part the judged artifact was fitted on), and the
     data the served refit was fitted on."""
+    data = card.get("data") or {}
     return {"model": card.get("model"), "metrics": card.get("metrics"),
             "baselines": card.get("baselines"), "params": card.get("params"),
-            "lineage": {"data": card.get("data"), "git_rev": card.get("git_rev"),
+            "lineage": {"data": data or None, "data_sha256": data.get("sha256"),
+                        "data_dvc_md5": data.get("md5"), "git_rev": card.get("git_rev"),
                         "cutoff": card.get("cutoff"), "registered_at": card.get("registered_at"),
                         "judged_on": card.get("judged_on"), "trained_on": card.get("trained_on"),
                         "served": card.get("served")}}

@@ -1,4 +1,10 @@
-"""The serving path shared by the CLI and the API: online features → user vector → top-k."""
+"""The serving path shared by the CLI, the API and the batch export: online features →
+``model.scores(users, tokens, history)`` → seen items and business filters → top-k.
+
+What is excluded as seen follows ``serving.exclude_seen``: ``all`` is the user's seen set
+(``seen_items``, every item they had except the repeatable event types, kept by materialize
+and the push path with the same SQL), the set evaluation excludes; ``recent`` only the last
+``features.recent_items``; ``none`` nothing."""
 
 from __future__ import annotations
 
@@ -20,8 +26,10 @@ from pipeline.features import recent
 from pipeline.models.artifact import load_model
 from pipeline.models.base import RecommenderBase
 from pipeline.models.ranking import exclusion_cells, top_k_indices
-from pipeline.models.tokens import model_tokens
+from pipeline.models.tokens import model_tokens, user_columns
 from pipeline.registry import versions
+from pipeline.serving import metrics
+from pipeline.serving.catalogue import Catalogue, Filters
 
 log = logging.getLogger("recflow.serving")
 
@@ -34,7 +42,17 @@ class Recommendation:
     model_version: str
     features_source: str  # "online" | "fallback"
     cold_start: bool
+    filtered: int = 0  # catalogue items the request's filters removed
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Served:
+    """The champion and what is derived from it, swapped together in one assignment."""
+
+    model: RecommenderBase
+    version: str
+    catalogue: Catalogue
 
 
 class NoModel(RecflowError):
@@ -52,13 +70,29 @@ class Recommender:
     def __init__(self, params: Params, paths: Paths, feature_store=None, load: bool = True) -> None:
         self.params, self.paths = params, paths
         self.store = feature_store or store.open_store(paths)
-        self.version: str | None = None
-        self.model: RecommenderBase | None = None
+        self.served: Served | None = None
         self._reader: OnlineReader | None = None
+        self._reader_columns: list[str] = []
         self.store_error: str | None = None  # why the last online read fell back, if it did
         self.reload_error: str | None = None  # why the last reload() failed, if it did
         if load:
             self.reload()
+
+    def columns(self, model: RecommenderBase | None = None) -> list[str]:
+        """The serving features a request reads: the sources of the user tokens ``model`` was
+        trained with (its own configuration, else params), the history and the seen set (the
+        rest of the service is not decoded)."""
+        which = (model.config().get("user_features", ()) if model is not None
+                 else self.params.model.user_features)
+        return [*user_columns(tuple(which)), F.recent_items, F.seen_items]
+
+    @property
+    def model(self) -> RecommenderBase | None:
+        return self.served.model if self.served else None
+
+    @property
+    def version(self) -> str | None:
+        return self.served.version if self.served else None
 
     def reload(self) -> bool:
         """Load the current champion if it changed; returns whether a new model was loaded.
@@ -86,20 +120,27 @@ class Recommender:
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # missing/garbled files
             raise RecflowError(f"{where}: champion {version} cannot be loaded ({type(e).__name__}: "
                                f"{e}); roll back with 'recflow rollback'.") from None
-        self.model, self.version = model, version  # one assignment each; readers see old or new
+        old = self.version
+        self.served = Served(model, version, Catalogue(model, self.params, self.paths))  # one swap
+        metrics.set_champion(old, version)
         log.debug("serving model %s", version)
         return True
 
-    def online_features(self, users: list[str]) -> tuple[dict[str, list] | None, str]:
+    def online_features(self, users: list[str], model: RecommenderBase | None = None
+                        ) -> tuple[dict[str, list] | None, str]:
         """The serving service's online features as a column dict, or (None, "fallback") when
         the online store cannot be read (missing, emptied, replaced, corrupt, unreachable).
         Whether it can is decided afresh on every call, so all threads agree and recover
         together; the log gets one line when it fails and one when it is back."""
         try:
-            if self._reader is None:  # resolving the service from the registry costs ~20 ms: once
-                self._reader = OnlineReader(self.store, Feast.serving_service)
+            cols = self.columns(model)
+            if self._reader is None or self._reader_columns != cols:
+                # resolving the service from the registry costs ~20 ms: once per feature set
+                self._reader = OnlineReader(self.store, Feast.serving_service, cols)
+                self._reader_columns = cols
             feats = self._reader.read(users)
         except Exception as e:  # noqa: BLE001 - an unreachable store must not fail the request
+            metrics.STORE_ERRORS.inc()
             why = str(e) if isinstance(e, store.StoreUnavailable) else f"{type(e).__name__}: {e}"
             if why != self.store_error:
                 log.warning("online store unavailable (%s); serving popularity", why)
@@ -110,34 +151,79 @@ class Recommender:
             self.store_error = None
         return feats, "online"
 
-    def recommend(self, user_id: str, k: int) -> Recommendation:
-        return self.recommend_many([user_id], k)[0]
-
-    def recommend_many(self, users: list[str], k: int) -> list[Recommendation]:
-        model, version = self.model, self.version  # one consistent pair even if reload() runs
-        if model is None or version is None:
+    def _served(self) -> Served:
+        served = self.served  # one consistent champion even if reload() runs meanwhile
+        if served is None:
             raise NoModel(f"{self.paths.registry}: no model loaded; the champion pointer is "
                           "checked every few seconds (see /readyz).")
+        return served
+
+    def recommend(self, user_id: str, k: int, filters: Filters | None = None) -> Recommendation:
+        return self.recommend_many([user_id], k, filters)[0]
+
+    def recommend_many(self, users: list[str], k: int, filters: Filters | None = None
+                       ) -> list[Recommendation]:
+        served = self._served()
+        model, version = served.model, served.version
         t0 = time.perf_counter()
-        feats, source = self.online_features(users)
+        feats, source = self.online_features(users, model)
         t1 = time.perf_counter()
         tokens: dict[str, list[str]] = {}
         history: dict[str, list[str]] = {}
+        exclude: dict[str, list[str]] = {}
         if feats is not None:
             tokens = model_tokens(model, feats)
             for u, seen in zip(feats[C.user], feats.get(F.recent_items) or [], strict=False):
                 if seen:
                     history[u] = recent.decode(seen)
-        exclude = {u: set(items) for u, items in history.items()}
+            mode = self.params.serving.exclude_seen
+            seen_col = feats.get(F.seen_items)
+            if mode == "recent" or (mode == "all" and seen_col is None):
+                # a store materialized before the seen set existed: the recent items, until
+                # the next `recflow features` + `recflow materialize`
+                exclude = history
+            elif mode == "all":
+                for u, seen in zip(feats[C.user], seen_col, strict=True):
+                    if seen:
+                        exclude[u] = recent.decode(seen)
+        allowed = served.catalogue.mask(filters)
         idx, sc = top_k_indices(model.scores(users, tokens, history), k,
-                                exclusion_cells(users, model.item_index, exclude))
+                                exclusion_cells(users, model.item_index, exclude), allowed,
+                                fast=True)
         t2 = time.perf_counter()
         timings = {"lookup_ms": (t1 - t0) * 1e3, "scoring_ms": (t2 - t1) * 1e3}
+        filtered = 0 if allowed is None else int(len(allowed) - allowed.sum())
         out = []
         for r, u in enumerate(users):
             ok = np.isfinite(sc[r])
             out.append(Recommendation(
                 user_id=u, items=model.item_ids[idx[r][ok]].tolist(), scores=sc[r][ok].tolist(),
                 model_version=version, features_source=source, cold_start=not model.known(u),
-                timings_ms=timings))
+                filtered=filtered, timings_ms=timings))
+        if source != "online":
+            metrics.FALLBACK.inc(len(users))
+        cold = sum(x.cold_start for x in out)
+        if cold:
+            metrics.COLD_START.inc(cold)
         return out
+
+    def similar(self, items: list[str], k: int, filters: Filters | None = None
+                ) -> tuple[list[tuple[list[str], list[float]]], dict[str, str], int, str]:
+        """Each item's k nearest items by cosine of the champion's item vectors (the item
+        itself excluded), after ``filters``. Returns (per item (ids, scores), {id: why it has
+        no vector}, filtered count, model version); rows of unrepresented items are empty."""
+        served = self._served()
+        cat = served.catalogue
+        q, missing = cat.query_vectors(items)
+        allowed = cat.mask(filters)
+        rows = [r for r, it in enumerate(items) if it in cat.index]
+        cols = [cat.index[items[r]] for r in rows]
+        excluded = (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
+        idx, sc = top_k_indices(q @ cat.vectors.T, k, excluded, allowed,  # type: ignore[union-attr]
+                                fast=True)
+        out = []
+        for r, it in enumerate(items):
+            ok = np.isfinite(sc[r]) & (it not in missing)
+            out.append((cat.item_ids[idx[r][ok]].tolist(), sc[r][ok].tolist()))
+        filtered = 0 if allowed is None else int(len(allowed) - allowed.sum())
+        return out, missing, filtered, served.version

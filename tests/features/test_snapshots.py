@@ -258,3 +258,21 @@ def test_wide_sort_key_gives_the_same_features(tmp_path, params):
                     for w in (False, True))
     pd.testing.assert_frame_equal(narrow, wide)
     assert narrow[C.user].tolist() == ["u1", "u2", "u1", "u2"]
+
+
+def test_seen_items_are_every_item_before_the_snapshot(built):
+    """The seen set serving excludes: every item with an event before the snapshot, sorted."""
+    assert decode_recent(_row(built[0], C.user, "u1", END)[F.seen_items]) == ["i1", "i2", "i3"]
+    assert decode_recent(_row(built[0], C.user, "u1", CUT)[F.seen_items]) == ["i1"]
+    assert decode_recent(_row(built[0], C.user, "u2", END)[F.seen_items]) == ["i3"]
+
+
+def test_repeatable_event_types_stay_out_of_the_seen_set(tmp_path, params):
+    """With plays repeatable, u1's played-only item i3 may be recommended again; u2 clicked
+    i3, so it stays seen."""
+    p = params.model_copy(update={"features": params.features.model_copy(
+        update={"repeatable_events": ("play",)})})
+    users, _ = build(_validated(tmp_path, _events()), p)
+    assert decode_recent(_row(users, C.user, "u1", END)[F.seen_items]) == ["i1", "i2"]
+    assert decode_recent(_row(users, C.user, "u2", END)[F.seen_items]) == ["i3"]
+    assert decode_recent(_row(users, C.user, "u1", END)[F.recent_items])[0] == "i3"  # history keeps it

@@ -119,12 +119,18 @@ def test_batch(client, built_project):
     ("post", "/recommendations:batch", {"json": {"user_ids": ["a"] * 1000}}, 413),
     ("post", "/recommendations:batch", {"json": {"user_ids": ["a"], "k": 0}}, 422),
     ("post", "/recommendations:batch", {"json": {"user_ids": [""]}}, 422),
+    ("post", "/recommendations:batch", {"json": {"user_ids": ["a"], "allowed_items": ["i"] * 20000}}, 413),
+    ("post", "/recommendations:batch", {"json": {"user_ids": ["a"], "exclude": ["i"] * 10001}}, 413),
+    ("get", "/items/no-such-item/similar", {}, 404),
+    ("post", "/items:similar", {"json": {"item_ids": []}}, 422),
+    ("get", "/no/such/route", {}, 404),
+    ("delete", "/model", {}, 405),
 ])
 def test_bad_requests_are_4xx_with_a_message(client, method, url, kwargs, status):
     r = getattr(client, method)(url, **kwargs)
     assert r.status_code == status
     body = r.json()
-    assert body.get("error") or body.get("detail")
+    assert set(body) >= {"error", "field"} and body["error"] and "detail" not in body
 
 
 def test_health_ready_model(client):
@@ -136,6 +142,9 @@ def test_health_ready_model(client):
     lin = m["lineage"]      # both lineages: the judged artifact's data and the served refit's
     assert lin["data"]["md5"] and lin["judged_on"]["holdout_pairs"] > 0
     assert lin["served"]["pairs"] > lin["trained_on"]["pairs"] > 0
+    assert "data_sha256" in m["lineage"]
+    # dvc repro built it: the card holds DVC's md5 of data/validated, and /model shows it
+    assert m["lineage"]["data_dvc_md5"] and m["lineage"]["git_rev"] and m["lineage"]["cutoff"]
 
 
 def test_online_store_unreachable_falls_back_to_popularity(built_project, tmp_path):
@@ -323,3 +332,318 @@ def test_known_user_five_pushed_purchases_in_a_new_category_steer_the_next_list(
     # tiny model leaves one of ten users at 2; the default's champion: 20 of 20 at ≥ 3)
     assert hits and all(a > b for b, a in hits), hits
     assert sum(a >= 3 for _, a in hits) >= 0.8 * len(hits), hits
+
+
+# ---- filters, similar items, seen items, events, metrics, export, workers (issue 17) --------
+
+def _categories(root: Path) -> dict[str, str]:
+    t = pd.read_parquet(root / "data/validated/items.parquet")
+    return dict(zip(t[C.item].astype(str), t[C.category].astype(str), strict=True))
+
+
+def _ids(body: dict) -> list[str]:
+    return [i["item_id"] for i in body["items"]]
+
+
+def test_filters_apply_before_top_k(client, built_project):
+    cats = _categories(built_project)
+    u = _users(built_project, 3)[2]
+    base = client.get(f"/recommendations/{u}?k=10").json()
+    assert base["filtered"] == 0
+    top_cat = cats[_ids(base)[0]]
+    only = client.get(f"/recommendations/{u}", params={"k": 10, "categories": top_cat}).json()
+    assert len(only["items"]) == 10 and {cats[i] for i in _ids(only)} == {top_cat}
+    assert only["filtered"] == sum(c != top_cat for i, c in cats.items() if i in _model_items(built_project))
+    without = client.get(f"/recommendations/{u}", params={"k": 10, "exclude_categories": top_cat}).json()
+    assert len(without["items"]) == 10 and top_cat not in {cats[i] for i in _ids(without)}
+    ex = client.get(f"/recommendations/{u}", params={"k": 10, "exclude": _ids(base)[:3]}).json()
+    assert _ids(ex)[:7] == _ids(base)[3:] and not set(_ids(ex)) & set(_ids(base)[:3])
+    # a candidate list shorter than k: what passes, fewer than k, best first
+    allowed = _ids(base)[::-1][:4] + ["no-such-item"]
+    few = client.post("/recommendations:batch", json={"user_ids": [u], "k": 10,
+                                                      "allowed_items": allowed}).json()["results"][0]
+    assert _ids(few) == _ids(base)[-4:] and few["filtered"] == len(_model_items(built_project)) - 4
+    empty = client.post("/recommendations:batch", json={"user_ids": [u], "categories": []}).json()
+    assert empty["results"][0]["items"] == []
+    same = client.post("/recommendations:batch", json={"user_ids": [u], "k": 10, "categories": [top_cat]})
+    assert _ids(same.json()["results"][0]) == _ids(only)
+
+
+def _model_items(root: Path) -> set[str]:
+    p = paths(root)
+    return set(json.loads((registry.champion_dir(p.registry) / "model.json").read_text())["item_ids"])
+
+
+@pytest.mark.parametrize("method, url, kwargs, field", [
+    ("get", "/recommendations/u1?category=c001", {}, "category"),
+    ("get", "/recommendations/u1?k=3&excludes=i1", {}, "excludes"),
+    ("get", "/items/i1/similar?categorie=x", {}, "categorie"),
+    ("post", "/recommendations:batch", {"json": {"user_ids": ["u1"], "category": ["x"]}}, "category"),
+    ("post", "/items:similar", {"json": {"item_ids": ["i1"], "n": 3}}, "n"),
+    ("post", "/events", {"json": {"events": [{"user_id": "u", "item_id": "i", "event_type": "view",
+                                              "price": 3}]}}, "events.0.price"),
+])
+def test_unknown_parameters_and_fields_are_422_naming_them(client, method, url, kwargs, field):
+    r = getattr(client, method)(url, **kwargs)
+    assert r.status_code == 422
+    assert r.json()["field"] == field and field.rsplit(".", 1)[-1] in r.json()["error"]
+
+
+def test_similar_items_are_the_cosine_neighbours(client, built_project):
+    p = paths(built_project)
+    model = load_model(registry.champion_dir(p.registry))
+    vecs = model.item_vectors()   # any factor family (the built project's champion is one)
+    v = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    for j in (0, 7, 42):
+        it = model.item_ids[j]
+        body = client.get(f"/items/{it}/similar?k=5").json()
+        sims = v @ v[j]
+        sims[j] = -np.inf
+        assert _ids(body) == list(model.item_ids[np.argsort(-sims, kind="stable")[:5]])
+        assert it not in _ids(body) and np.allclose([i["score"] for i in body["items"]],
+                                                    np.sort(sims)[::-1][:5], atol=1e-5)
+    batch = client.post("/items:similar", json={"item_ids": list(model.item_ids[[0, 7]]), "k": 5}).json()
+    assert [r["item_id"] for r in batch["results"]] == list(model.item_ids[[0, 7]])
+    one = client.get(f"/items/{model.item_ids[0]}/similar?k=5").json()
+    assert _ids(batch["results"][0]) == _ids(one)
+    assert np.allclose([i["score"] for i in batch["results"][0]["items"]],
+                       [i["score"] for i in one["items"]], atol=1e-6)
+    cats = _categories(built_project)
+    c0 = cats[model.item_ids[0]]
+    inside = client.get(f"/items/{model.item_ids[0]}/similar", params={"k": 5, "categories": c0}).json()
+    assert len(inside["items"]) == 5 and {cats[i] for i in _ids(inside)} == {c0}
+    r = client.post("/items:similar", json={"item_ids": [model.item_ids[0], "nope-1"]})
+    assert r.status_code == 404 and "nope-1" in r.json()["error"] and r.json()["item_ids"] == ["nope-1"]
+
+
+def test_similar_places_a_catalogued_item_new_to_the_model_by_its_category(client, built_project):
+    """Items first seen in the holdout are in the catalogue, not in the model: their vector is
+    the category token's embedding, so their neighbours lean to that category."""
+    cats = _categories(built_project)
+    new = sorted(set(cats) - _model_items(built_project))
+    assert new, "the tiny project has items launched after the cutoff"
+    body = client.get(f"/items/{new[0]}/similar?k=10")
+    assert body.status_code == 200, body.text
+    got = [cats[i] for i in _ids(body.json())]
+    assert len(got) == 10 and got.count(cats[new[0]]) >= 5
+
+
+def test_seen_items_are_excluded_beyond_recent_items(client, built_project):
+    """Serving excludes the whole seen set, not just the last ``features.recent_items``: for
+    users with more distinct items than that, no served item is one they already had (the
+    set evaluation excludes, train pairs, is inside it)."""
+    params = load_params(paths(built_project).params)
+    n_recent = params.features.recent_items
+    ev = pd.read_parquet(built_project / "data/validated/events.parquet", columns=[C.user, C.item])
+    had = ev.groupby(C.user)[C.item].agg(set)
+    heavy = sorted(u for u, s in had.items() if len(s) > n_recent)[:10]
+    assert heavy, f"no user with more than {n_recent} items in the tiny project"
+    train = pd.read_parquet(built_project / "data/trainset/train.parquet")
+    fs = store.open_store(paths(built_project))
+    online = online_users(fs, heavy)
+    overlap = 0
+    for u, seen in zip(online[C.user], online["seen_items"], strict=True):
+        seen_set = set(decode_recent(seen))
+        assert seen_set == {str(i) for i in had[u]}
+        assert set(train[train[C.user] == u][C.item].astype(str)) <= seen_set
+        items = _ids(client.get(f"/recommendations/{u}?k=50").json())
+        assert len(items) == 50 and not set(items) & seen_set
+        overlap += len(set(items) & {str(i) for i in had[u]})
+    assert overlap == 0
+
+
+def test_seen_modes_recent_and_none(built_project):
+    p = paths(built_project)
+    params = load_params(p.params)
+    ev = pd.read_parquet(built_project / "data/validated/events.parquet", columns=[C.user, C.item])
+    had = ev.groupby(C.user)[C.item].agg(set)
+    u = sorted(had.index, key=lambda x: -len(had[x]))[0]
+    got = {}
+    for mode in ("recent", "none"):
+        pm = params.model_copy(update={"serving": params.serving.model_copy(update={"exclude_seen": mode})})
+        with TestClient(create_app(built_project, pm)) as c:
+            got[mode] = set(_ids(c.get(f"/recommendations/{u}?k=100").json()))
+    recent = set(decode_recent(online_users(store.open_store(p), [u])["recent_items"][0]))
+    assert not got["recent"] & recent and got["recent"] & (had[u] - recent)
+    assert got["none"] & recent
+
+
+def test_events_use_the_loader_mapping_and_refuse_rows_not_batches(built_project, tmp_path):
+    proj = clone_built(built_project, tmp_path / "p")
+    p = paths(proj)
+    params = load_params(p.params)
+    loader = params.ingest.loader.model_copy(update={"events": {"seen": "view"}})
+    pm = params.model_copy(update={"ingest": params.ingest.model_copy(update={"loader": loader})})
+    user = _users(proj, 1)[0]
+    new = sorted(set(_categories(proj)) - _model_items(proj))[0]  # catalogued, new to the model
+    with TestClient(create_app(proj, pm)) as c:
+        r = c.post("/events", json={"events": [
+            {"user_id": user, "item_id": new, "event_type": "seen"},
+            {"user_id": user, "item_id": "no-such-item", "event_type": "view"},
+            {"user_id": user, "item_id": new, "event_type": "teleport"}]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["accepted"] == 1 and body["rows"] == 3
+        assert [(x["index"], x["field"]) for x in body["refused"]] == [(1, "item_id"), (2, "event_type")]
+        assert "no-such-item" in body["refused"][0]["reason"]
+        online = online_users(store.open_store(p), [user])
+        assert decode_recent(online["recent_items"][0])[0] == new
+        assert new in decode_recent(online["seen_items"][0])
+
+
+def test_metrics_endpoint_counts_requests_fallbacks_and_the_champion(client, built_project):
+    u = _users(built_project, 1)[0]
+    text0 = client.get("/metrics").text
+    for _ in range(3):
+        client.get(f"/recommendations/{u}?k=3")
+    client.get("/recommendations/never-seen-2?k=3")
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+
+    def sample(text: str, name: str) -> float:
+        return _samples(text).get(name, 0.0)
+
+    key = 'recflow_http_requests_total{method="GET",route="/recommendations/{user_id}",status="200"}'
+    assert sample(r.text, key) - sample(text0, key) == 4
+    assert sample(r.text, "recflow_cold_start_total") - sample(text0, "recflow_cold_start_total") >= 1
+    hist = 'recflow_http_request_duration_seconds_count{method="GET",route="/recommendations/{user_id}",status="200"}'
+    assert sample(r.text, hist) >= 4
+    champ = registry.champion(paths(built_project).registry)
+    assert sample(r.text, f'recflow_champion{{version="{champ}"}}') == 1.0
+    for name in ("recflow_fallback_total", "recflow_online_store_errors_total", "recflow_reloads_total"):
+        assert name in r.text
+
+
+def _samples(text: str) -> dict[str, float]:
+    """Prometheus text → {name{labels}: value}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, v = line.rpartition(" ")
+            out[name] = float(v)
+    return out
+
+
+def test_export_equals_the_api(client, built_project, tmp_path):
+    from pipeline.serving.export import export
+
+    p = paths(built_project)
+    users = _users(built_project, 30) + ["never-seen-3"]
+    out = tmp_path / "recs.parquet"
+    r = export(load_params(p.params), p, 7, out, users)
+    assert r["users"] == len(users) and r["rows"] == 7 * len(users)
+    df = pd.read_parquet(out)
+    api = client.post("/recommendations:batch", json={"user_ids": users, "k": 7}).json()["results"]
+    for a in api:
+        mine = df[df[C.user] == a["user_id"]].sort_values(C.rank)
+        assert mine[C.item].tolist() == _ids(a)
+        np.testing.assert_allclose(mine[C.score], [i["score"] for i in a["items"]], rtol=1e-5)
+    assert set(df["model_version"]) == {api[0]["model_version"]}
+
+
+def test_export_cli_writes_every_user(built_project, tmp_path):
+    from tests.conftest import sh
+
+    users = tmp_path / "users.txt"
+    users.write_text("\n".join(_users(built_project, 5)) + "\n")
+    out = tmp_path / "recs.parquet"
+    r = sh(["recflow", "--root", str(built_project), "export", "--k", "3", "--users", str(users),
+            "--out", str(out)], built_project)
+    assert "export" in r.stdout and len(pd.read_parquet(out)) == 15
+    bad = sh(["recflow", "--root", str(built_project), "export", "--k", "0", "--out", str(out)],
+             built_project, check=False)
+    assert bad.returncode == 2 and "--k 0" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _pinned_clients(base: str, n: int, deadline_s: float = 180) -> dict[int, httpx.Client]:
+    """One keep-alive client per worker (a connection stays with the worker that accepted
+    it), found by asking /readyz for the worker's pid on fresh connections."""
+    clients: dict[int, httpx.Client] = {}
+    deadline = time.time() + deadline_s
+    while len(clients) < n and time.time() < deadline:
+        c = httpx.Client(base_url=base, timeout=60)  # a push takes seconds on a busy box
+        try:
+            r = c.get("/readyz")
+            pid = r.json()["worker_pid"] if r.status_code == 200 else None
+        except httpx.HTTPError:
+            pid = None
+            time.sleep(0.3)
+        if pid is not None and pid not in clients:
+            clients[pid] = c
+        else:
+            c.close()
+    return clients
+
+
+def test_two_workers_over_redis_share_pushes_reloads_and_metrics(built_project, tmp_path):
+    """`make serve WORKERS=2` (pipeline.serving.run) over a real Redis online store: an event
+    pushed through one worker changes what the other serves, a promotion reaches both, and
+    /metrics on either worker counts the requests of both."""
+    from pipeline.feature_store import planning
+    from tests.redis_server import redis_server
+
+    proj = clone_built(built_project, tmp_path / "p")
+    p = paths(proj)
+    with redis_server(tmp_path / "redis") as url:
+        planning.materialize(p, url)
+        port = _free_port()
+        env = {**run_env(proj), "RECFLOW_ROOT": str(proj), "RECFLOW_ONLINE_STORE": url}
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.serving.run", "--workers", "2",
+                                 "--port", str(port)], cwd=proj, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        clients: dict[int, httpx.Client] = {}
+        try:
+            base = f"http://127.0.0.1:{port}"
+            clients = _pinned_clients(base, 2)
+            assert len(clients) == 2, f"two workers did not answer (exit {proc.poll()})"
+            (_, a), (_, b) = clients.items()
+            user = _users(proj, 1)[0]
+            first = b.get(f"/recommendations/{user}?k=10").json()
+            assert first["features_source"] == "online"
+            target = first["items"][0]["item_id"]
+            # an idle keep-alive connection is closed after 5 s (and reopened, maybe to the
+            # other worker), so each worker is asked on a connection just used
+            pusher = a.get("/readyz").json()["worker_pid"]
+            pushed = a.post("/events", json={"events": [
+                {"user_id": user, "item_id": target, "event_type": "purchase"}]})
+            assert pushed.status_code == 200 and pushed.json()["accepted"] == 1, pushed.text
+            assert a.get("/readyz").json()["worker_pid"] == pusher
+            fresh = _pinned_clients(base, 2)
+            clients.update({-i: c for i, c in enumerate(fresh.values(), 1)})  # closed at the end
+            other = next(c for pid, c in fresh.items() if pid != pusher)
+            assert other.get("/readyz").json()["worker_pid"] != pusher
+            assert target not in _ids(other.get(f"/recommendations/{user}?k=10").json())
+
+            old = registry.champion(p.registry)
+            new = registry.register(p.registry, registry.champion_dir(p.registry), {"note": "t"})
+            registry.set_champion(p.registry, new, "two workers")
+            params = load_params(p.params)
+            deadline = time.time() + 10 * params.serving.reload_poll_seconds + 10
+            while time.time() < deadline:
+                each = _pinned_clients(base, 2, 30)  # fresh connections: one per worker
+                seen = {pid: c.get("/model").json()["version"] for pid, c in each.items()}
+                metrics_of = [_samples(c.get("/metrics").text) for c in each.values()]
+                for c in each.values():
+                    c.close()
+                if len(seen) == 2 and set(seen.values()) == {new}:
+                    break
+                time.sleep(0.2)
+            assert len(seen) == 2 and set(seen.values()) == {new} != {old}
+
+            key = 'recflow_http_requests_total{method="GET",route="/recommendations/{user_id}",status="200"}'
+            for m in metrics_of:  # each worker answers for both: the samples are summed
+                assert m.get(key) == 2
+                assert m.get('recflow_http_requests_total{method="POST",route="/events",status="200"}') == 1
+                assert m.get(f'recflow_champion{{version="{new}"}}') == 1.0
+                assert m.get('recflow_reloads_total{outcome="loaded"}', 0) >= 4  # 2 at start + 2 swaps
+            assert proc.poll() is None
+        finally:
+            for c in clients.values():
+                c.close()
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)

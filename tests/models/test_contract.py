@@ -328,3 +328,42 @@ def test_ease_known_user_adds_history_to_their_training_items(board):
     after = model.scores(["u00"], history={"u00": ["i01", "i03"]})
     assert not np.allclose(before, after)
     assert model.scores(["u00"], history={"u00": ["not-an-item"]}).tolist() == before.tolist()
+
+
+def test_item_vectors_align_with_items_or_say_unsupported(fitted):
+    """Item similarity reads ``item_vectors()``: one row per item for factor models; popularity
+    has none and says so with a clear error, never a crash."""
+    from pipeline.models.base import Unsupported
+
+    name, m = fitted
+    if name == "popularity":
+        with pytest.raises(Unsupported, match="item similarity"):
+            m.item_vectors()
+        return
+    v = m.item_vectors()
+    assert v.shape[0] == len(m.item_ids) and v.ndim == 2 and np.isfinite(v).all()
+
+
+def test_checkerboard_items_are_most_similar_to_their_own_parity(board):
+    train, _ = board
+    m = ALS(factors=4, regularization=0.01, iterations=10, num_threads=1).fit(train)
+    v = m.item_vectors() / np.linalg.norm(m.item_vectors(), axis=1, keepdims=True)
+    sim = v @ v.T
+    np.fill_diagonal(sim, -np.inf)
+    best = sim.argmax(axis=1)
+    parity = np.array([int(i[1:]) % 2 for i in m.item_ids])
+    assert (parity[best] == parity).mean() >= 0.9
+
+
+def test_lightfm_places_a_new_item_by_its_tokens(board, tmp_path):
+    """A catalogued item the model never saw gets the mean of its tokens' embeddings; the
+    token embeddings survive save/load, and an item without a known token gets zeros."""
+    train, _ = board
+    tokens = {i: [f"parity={int(i[1:]) % 2}"] for i in train[C.item].unique()}
+    m = LightFMRecommender(TINY_LFM).fit(train, item_tokens=tokens)
+    m.save(tmp_path / "m")
+    m2 = LightFMRecommender.load(tmp_path / "m")
+    v = m2.token_item_vectors({"new": ["parity=0"], "blank": ["nope=1"]}, ["new", "blank"])
+    assert v.shape == (2, m.item_repr.shape[1])
+    np.testing.assert_allclose(v[0], m.item_token_emb[m.item_vocab.index("parity=0")], rtol=1e-6)
+    assert not v[1].any()

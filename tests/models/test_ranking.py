@@ -38,3 +38,24 @@ def test_tokens_from_frames_and_online_dicts_agree():
     assert user_tokens(pd.DataFrame(rows), ("top_category", "activity")) == user_tokens(rows, ("top_category", "activity"))
     it = item_tokens({C.item: ["i"], C.category: ["x"], "pop_all": [1023.0]}, ("category", "popularity"))
     assert it == {"i": ["category=x", "popularity=10"]}
+
+
+def test_large_matrices_take_the_candidate_pass_and_get_the_same_top_k(monkeypatch):
+    """The candidate pass (serving batches, export) returns the same scores as partitioning
+    every row, with exclusions and an item mask; heavy ties fall back to the plain path."""
+    import pipeline.models.ranking as R
+
+    rng = np.random.default_rng(1)
+    s = rng.random((300, 8000), dtype=np.float32)
+    ex = (rng.integers(0, 300, 2000), rng.integers(0, 8000, 2000))
+    allowed = rng.random(8000) > 0.3
+    fast_i, fast_s = R.top_k_indices(s, 20, ex, allowed, fast=True)
+    plain_i, plain_s = R.top_k_indices(s, 20, ex, allowed)
+    np.testing.assert_array_equal(fast_s, plain_s)
+    assert (fast_i == plain_i).mean() > 0.999  # equal scores may swap
+    assert allowed[fast_i].all() and not np.isin(fast_i[ex[0][:1]], ex[1][:1]).any()
+    monkeypatch.setattr(R, "_LARGE", 1)
+    ties = np.ones((50, 4000), dtype=np.float32)
+    ties[:, 7] = 2.0
+    i, v = R.top_k_indices(ties, 10, fast=True)
+    assert i[0, 0] == 7 and v[0, 0] == 2.0 and (v[:, 1:] == 1.0).all()
