@@ -122,6 +122,7 @@ class ModelParams(_Frozen):
     token_weight: float = Field(1.0, gt=0)   # feature tokens' total weight beside identity (1)
     validation_days: int = Field(3, gt=0)     # time split: last N days of train = validation
     validation_n: int = Field(5, gt=0)        # leave_n_out split: N per user = validation
+    validation_users: int | None = Field(20_000, gt=0)  # seeded sample scored per epoch/trial
     patience: int = Field(3, gt=0)            # epochs without a better validation score
     refit: bool = True                        # refit on all of train for the best epoch count
     ensemble: int = Field(1, gt=0, le=16)     # N seeds averaged, served as one factor model
@@ -142,6 +143,8 @@ class BaselineParams(_Frozen):
 
 class EvaluateParams(_Frozen):
     k: int = Field(10, gt=0)
+    memory_mb: int = Field(512, gt=0)        # budget of one batch's (users × items) scores
+    auc_negatives: int = Field(1000, gt=0)   # sampled negatives per user (≥ items: exact)
 
 
 class GateParams(_Frozen):

@@ -15,8 +15,8 @@ from pipeline.config import Params, Paths
 from pipeline.errors import DataError
 from pipeline.evaluation import results
 from pipeline.evaluation.champion import Data, per_user_frame, score_champion, tokens_for
-from pipeline.evaluation.holdout import score_users
-from pipeline.evaluation.validation import tune_als
+from pipeline.evaluation.holdout import options, score_users
+from pipeline.evaluation.validation import ValidationSlice, tune_als
 from pipeline.io import write_json
 from pipeline.models.als import ALS
 from pipeline.models.artifact import load_model
@@ -32,8 +32,10 @@ def run(params: Params, paths: Paths) -> dict:
         raise DataError(f"{paths.holdout_pairs}: the holdout is empty; widen split.test_days.")
     k = params.evaluate.k
     n_cat = data.train[C.item].nunique()
-    als_cfg, grid = tune_als(params.baselines.als, pd.read_parquet(paths.fit_pairs),
-                             pd.read_parquet(paths.validation_pairs), k)
+    fit_part, validation = pd.read_parquet(paths.fit_pairs), pd.read_parquet(paths.validation_pairs)
+    vs = ValidationSlice(fit_part, validation, params.model.validation_users, params.model.seed)
+    als_cfg, grid = tune_als(params.baselines.als, fit_part, validation, k, vs=vs,
+                             memory_mb=params.evaluate.memory_mb)
     write_json(paths.als_tuning, {"best": als_cfg, "grid": grid})
     candidate = load_model(paths.candidate)
     models = {"candidate": candidate, "popularity": Popularity().fit(data.train),
@@ -43,7 +45,8 @@ def run(params: Params, paths: Paths) -> dict:
                      "champion_version": None, "champion_scoring": None, "champion_inputs": None}
     per_user, curves = {}, {}
     for name, m in models.items():
-        s = score_users(m, data.holdout, data.train, tokens_for(m, data), k, n_cat)
+        s = score_users(m, data.holdout, data.train, tokens_for(m, data), k, n_cat,
+                        **options(params), name=name)
         details[name], curves[name], per_user[name] = s.metrics, s.curve, s.per_user
     champ = score_champion(params, paths, data)
     if champ is not None:

@@ -23,11 +23,12 @@ def run(params: Params, paths: Paths) -> dict:
     trainset.save(ts, paths)
     utok = user_tokens(ts.user_features, params.model.user_features)
     itok = item_tokens(ts.item_features, params.model.item_features)
-    bar = tqdm(total=params.model.epochs, desc="train", unit="epoch", leave=False)
+    bar = tqdm(total=params.model.epochs, desc="train", unit="epoch", leave=False, disable=None)
     t0 = time.perf_counter()
     model, curve, best = fit_early_stopping(params.model, ts.fit, ts.validation, utok, itok,
                                             params.evaluate.k, full_train=ts.train,
-                                            on_epoch=lambda _row: bar.update(1))
+                                            on_epoch=lambda _row: bar.update(1),
+                                            memory_mb=params.evaluate.memory_mb)
     bar.close()
     secs = time.perf_counter() - t0
     trained = len(curve) + (best if params.model.refit else 0)
@@ -42,6 +43,7 @@ def run(params: Params, paths: Paths) -> dict:
              "users": len(model.user_ids), "items": len(model.item_ids),
              "epochs_run": len(curve), "best_epoch": best, "refit": params.model.refit,
              f"val_precision@{params.evaluate.k}": max(r["val_precision"] for r in curve),
-             "seconds": round(secs, 2), "seconds_per_epoch": round(secs / max(1, trained), 3)}
+             "seconds": round(secs, 2), "seconds_per_epoch": round(secs / max(1, trained), 3),
+             "validation_seconds": round(sum(r["validation_seconds"] for r in curve), 2)}
     write_json(paths.train_report, stats)
     return stats

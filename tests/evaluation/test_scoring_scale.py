@@ -1,0 +1,123 @@
+"""The scalable scoring against the exact definitions on small data: holdout metrics equal a
+full sort + the pandas metrics + the rank-based AUC to 1e-9; the sampled AUC stays within its
+stated bound; batches and the validation sample behave as documented."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.columns import Columns as C
+from pipeline.evaluation.batches import BYTES_PER_CELL, batch_users
+from pipeline.evaluation.holdout import PLOT_KS, score_users
+from pipeline.evaluation.metrics import auc, per_user, precision_recall_curve, summary
+from pipeline.evaluation.validation import ValidationSlice, validation_precision
+
+
+class Fixed:
+    """A model whose scores are a fixed (users × items) table, ties included."""
+
+    def __init__(self, users: list[str], items: list[str], seed: int = 0, ties: bool = True):
+        rng = np.random.default_rng(seed)
+        t = rng.standard_normal((len(users), len(items))).astype(np.float32)
+        self.table = np.round(t * 2) / 2 if ties else t
+        self.row = {u: r for r, u in enumerate(users)}
+        self.item_ids = np.asarray(items, dtype=object)
+
+    def scores(self, users, user_tokens=None, history=None):
+        return self.table[[self.row[u] for u in users]].copy()
+
+
+def pairs(rng, users, items, n) -> pd.DataFrame:
+    return pd.DataFrame({C.user: rng.choice(users, n), C.item: rng.choice(items, n)}).drop_duplicates()
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    users = [f"u{i:03d}" for i in range(80)]
+    items = [f"i{i:03d}" for i in range(300)]
+    train = pairs(rng, users[:70], items, 3000)                 # u070… are cold
+    holdout = pairs(rng, users, items + ["new1", "new2"], 600)   # a few items off-catalogue
+    return users, items, train, holdout
+
+
+def exact(model, users, items, train, holdout, k):
+    """The definitions: a full stable sort of every row, the pandas metrics, rank AUC."""
+    hu = sorted(holdout[C.user].unique())
+    s = model.scores(hu).astype(np.float32)
+    ui, ii = {u: r for r, u in enumerate(hu)}, {it: j for j, it in enumerate(items)}
+    exc = np.zeros(s.shape, dtype=bool)
+    rel = np.zeros(s.shape, dtype=bool)
+    for frame, m in ((train, exc), (holdout, rel)):
+        for u, it in zip(frame[C.user], frame[C.item], strict=True):
+            if u in ui and it in ii:
+                m[ui[u], ii[it]] = True
+    a = pd.Series(auc(s, exc, rel), index=hu)
+    s[exc] = -np.inf
+    order = np.argsort(-s, axis=1, kind="stable")[:, :max(k, *PLOT_KS)]
+    rows = [(u, items[j], float(s[r, j]), rank + 1) for r, u in enumerate(hu)
+            for rank, j in enumerate(order[r]) if np.isfinite(s[r, j])]
+    recs = pd.DataFrame(rows, columns=[C.user, C.item, C.score, C.rank])
+    return (summary(recs, holdout, k, len(items), a, set(train[C.user])),
+            precision_recall_curve(recs, holdout, PLOT_KS), per_user(recs, holdout, k))
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, v in d.items():
+        out.update(flat(v, f"{prefix}{key}.") if isinstance(v, dict) else {f"{prefix}{key}": v})
+    return out
+
+
+@pytest.mark.parametrize("memory_mb_cells", [None, 7 * 300 * BYTES_PER_CELL])   # one batch, or 7 users
+def test_holdout_metrics_equal_the_exact_definitions(data, memory_mb_cells):
+    users, items, train, holdout = data
+    model = Fixed(users, items)
+    batch = None if memory_mb_cells is None else memory_mb_cells // (300 * BYTES_PER_CELL)
+    got = score_users(model, holdout, train, {}, 10, len(items), batch, auc_negatives=1000)
+    want, curve, pu = exact(model, users, items, train, holdout, 10)
+    g, w = flat(got.metrics), flat(want)
+    assert g.pop("auc_bound") == 0.0                             # 300 items ≤ 1000 draws: exact
+    assert g.keys() == w.keys()
+    for key in w:
+        assert g[key] == pytest.approx(w[key], abs=1e-9), key
+    for a, b in zip(got.curve, curve, strict=True):
+        assert a == pytest.approx(b, abs=1e-9)
+    assert np.allclose(got.per_user.to_numpy(), pu["precision"].sort_index().to_numpy(), atol=1e-9)
+
+
+def test_sampled_auc_is_within_its_bound_and_seeded(data):
+    users, items, train, holdout = data
+    model = Fixed(users, items, seed=3, ties=False)
+    want = exact(model, users, items, train, holdout, 10)[0]
+    a = score_users(model, holdout, train, {}, 10, len(items), auc_negatives=100, seed=1).metrics
+    b = score_users(model, holdout, train, {}, 10, len(items), auc_negatives=100, seed=1).metrics
+    assert 0 < a["auc_bound"] < 0.05
+    assert abs(a["auc"] - want["auc"]) <= a["auc_bound"]
+    assert a == b                                                # same seed, same estimate
+    assert a["precision@10"] == pytest.approx(want["precision@10"], abs=1e-12)   # top-k stays exact
+
+
+def test_batches_follow_the_memory_budget():
+    assert batch_users(50_000, 512) == 512 * 2 ** 20 // (50_000 * BYTES_PER_CELL)
+    assert batch_users(10 ** 9, 1) == 1                          # never zero users
+
+
+def test_validation_slice_samples_users_with_a_seed_and_scores_like_recommend(data):
+    users, items, train, holdout = data
+    known = set(train[C.user])
+    full = ValidationSlice(train, holdout)
+    assert full.users == sorted(set(holdout[C.user]) & known)
+    a, b = ValidationSlice(train, holdout, 20, seed=5), ValidationSlice(train, holdout, 20, seed=5)
+    assert a.users == b.users and len(a.users) == 20 and set(a.users) <= set(full.users)
+    assert ValidationSlice(train, holdout, 20, seed=6).users != a.users
+    assert set(a.relevant[C.user]) == set(a.users)
+    model = Fixed(users, items)
+    # the reference: recommend with the dict of exclusions, then the pandas per-user table
+    from pipeline.models.ranking import top_k
+    recs = top_k(full.users, model.item_ids, model.scores(full.users), 5, full.exclude)
+    want = per_user(recs, full.relevant, 5)["precision"].mean()
+    assert validation_precision(model, full, 5) == pytest.approx(want, abs=1e-12)
+    assert validation_precision(model, full, 5, memory_mb=1) == pytest.approx(want, abs=1e-12)
