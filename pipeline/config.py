@@ -134,7 +134,8 @@ class ALSParams(_Frozen):
     alpha: float = Field(1.0, gt=0)
     iterations: int = Field(15, gt=0)
     seed: int = 42
-    num_threads: int = Field(1, gt=0)
+    num_threads: int = Field(2, gt=0)
+    tune_users: int | None = Field(50_000, gt=0)   # grid trials fit on a seeded user sample
 
 
 class BaselineParams(_Frozen):

@@ -18,7 +18,17 @@ import pandas as pd
 
 from pipeline.columns import Columns as C
 from pipeline.evaluation.batches import masked_scores
-from pipeline.evaluation.metrics import METRICS, auc_bound, from_hits, sampled_auc, summarise
+from pipeline.evaluation.metrics import (
+    METRICS,
+    auc,
+    auc_bound,
+    from_hits,
+    per_user,
+    precision_recall_curve,
+    sampled_auc,
+    summarise,
+    summary,
+)
 from pipeline.models.ranking import contains, in_rows, pair_matrix, row_cells, top_k_masked
 
 log = logging.getLogger("recflow.evaluate")
@@ -98,6 +108,35 @@ def score_users(model, holdout: pd.DataFrame, train: pd.DataFrame, utok: dict, k
     log.info("evaluate %s: %d holdout users × %d items in %.1f s (precision@%d %.4f)",
              name, len(users), n, time.perf_counter() - t0, k, metrics[f"precision@{k}"])
     return Scored(metrics, curve, pu["precision"].sort_index())
+
+
+def score_exact(model, holdout: pd.DataFrame, train: pd.DataFrame, utok: dict, k: int,
+                n_catalogue: int, batch: int = 256) -> Scored:
+    """The same figures by their definitions, slowly: a full stable sort of every row, the
+    pandas metrics of :mod:`.metrics` over the lists, the rank-based AUC over every candidate.
+    The reference that tests and ``benchmarks/end_to_end.py`` hold :func:`score_users` to."""
+    users = sorted(holdout[C.user].astype(str).unique())
+    items = np.asarray(model.item_ids, dtype=object)
+    excluded, relevant = pair_matrix(train, users, items), pair_matrix(holdout, users, items)
+    recs, aucs = [], []
+    for start in range(0, len(users), batch):
+        ub = users[start:start + batch]
+        s = np.array(model.scores(ub, utok), dtype=np.float32)
+        exc = excluded[start:start + len(ub)].toarray()
+        aucs.append(auc(s, exc, relevant[start:start + len(ub)].toarray()))
+        s[exc] = -np.inf
+        order = np.argsort(-s, axis=1, kind="stable")[:, :max(k, *PLOT_KS)]
+        sc = np.take_along_axis(s, order, axis=1)
+        ok = np.isfinite(sc)
+        recs.append(pd.DataFrame({C.user: np.repeat(np.asarray(ub, dtype=object), order.shape[1])[ok.ravel()],
+                                  C.item: items[order[ok]], C.score: sc[ok],
+                                  C.rank: np.tile(np.arange(1, order.shape[1] + 1), len(ub))[ok.ravel()]}))
+    r = pd.concat(recs, ignore_index=True)
+    h = holdout.assign(**{C.user: holdout[C.user].astype(str), C.item: holdout[C.item].astype(str)})
+    pu = per_user(r, h, k)
+    a = pd.Series(np.concatenate(aucs), index=users, dtype=float)
+    return Scored(summary(r, h, k, n_catalogue, a, set(train[C.user].astype(str)), users=pu),
+                  precision_recall_curve(r, h, PLOT_KS), pu["precision"].sort_index())
 
 
 #: the headline of each model (``dvc metrics show``); segments stay in the details

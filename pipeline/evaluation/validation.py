@@ -130,15 +130,33 @@ def fit_early_stopping(params: ModelParams, train: pd.DataFrame, validation: pd.
     return model, curve, best["epoch"]
 
 
+def trial_pairs(fit_part: pd.DataFrame, keep: list[str], n_users: int | None, seed: int
+                ) -> pd.DataFrame:
+    """The fit-part pairs of at most ``n_users`` users: every user of ``keep`` (the scored
+    validation users) plus a seeded sample of the others; all of ``fit_part`` when it has no
+    more users than that. Trials on a large data set then cost a fraction of a full fit."""
+    users = fit_part[C.user].astype(str)
+    distinct = users.unique()
+    if n_users is None or len(distinct) <= n_users:
+        return fit_part
+    others = np.setdiff1d(distinct, np.asarray(keep, dtype=object))
+    extra = max(0, n_users - len(keep))
+    chosen = np.random.default_rng(seed).choice(np.sort(others), min(extra, len(others)), replace=False)
+    log.info("tuning trials fit on %d of %d users", len(keep) + len(chosen), len(distinct))
+    return fit_part[users.isin(pd.Index(np.concatenate([np.asarray(keep, dtype=object), chosen])))]
+
+
 def tune_als(p: ALSParams, fit_part: pd.DataFrame, validation: pd.DataFrame, k: int, *,
              vs: ValidationSlice | None = None, memory_mb: int | None = None
              ) -> tuple[dict, list[dict]]:
     """Grid over factors × regularization, scored by precision@k on the validation slice
-    (``vs`` when the caller built it, e.g. with the run's seeded user sample).
+    (``vs`` when the caller built it, e.g. with the run's seeded user sample); each trial fits
+    on the pairs of at most ``p.tune_users`` users (:func:`trial_pairs`).
 
     Returns the best configuration (ready for ``ALS(**best)``) and every grid row.
     """
     vs = vs or ValidationSlice(fit_part, validation, seed=p.seed)
+    fit_part = trial_pairs(fit_part, vs.users, p.tune_users, p.seed)
     rows = []
     for f, reg in product(p.factors, p.regularization):
         t0 = time.perf_counter()

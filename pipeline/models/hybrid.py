@@ -163,7 +163,8 @@ class LightFMRecommender(RecommenderBase):
                history: History | None = None) -> np.ndarray:
         """(len(users) × n_items) scores; users without signal get the popularity order."""
         reps, has = self.user_vectors(users, user_tokens)
-        s = reps @ self.item_repr.T + self.item_bias[None, :]
+        s = reps @ self.item_repr.T
+        s += self.item_bias[None, :]             # in place: no second (users × items) matrix
         if not has.all():
             s[~has] = self.popularity[None, :]
         return s

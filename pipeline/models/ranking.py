@@ -99,19 +99,26 @@ def _full_sort(s: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, np.take_along_axis(s, idx, axis=1)
 
 
-def _select(vals: np.ndarray, cols: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-    """The kk best of candidate cells (``cols`` ascending along each row; NaN = padding),
-    ties by column: a partition for the kk-th value, then only kk cells are sorted."""
-    neg = np.where(np.isnan(vals), np.inf, -vals)
+def _select(vals: np.ndarray, cols: np.ndarray, valid: np.ndarray, kk: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The kk best of each row's candidate cells (``valid`` marks the real ones), ties by
+    column: a partition for the kk-th value, the cells above it, then as many of the cells
+    equal to it as are missing, smallest columns first; only those kk are sorted."""
+    neg = np.where(valid, -vals, np.inf)
     kth = np.partition(neg, kk - 1, axis=1)[:, kk - 1:kk]
-    better = neg < kth
-    tied = (neg == kth) & ~np.isnan(vals)
-    need = kk - better.sum(axis=1, keepdims=True)
-    take = better | (tied & (np.cumsum(tied, axis=1) <= need))
-    r, j = np.nonzero(take)                                # kk per row, in column order
+    take = neg < kth
+    tied = (neg == kth) & valid
+    need = kk - take.sum(axis=1)
+    excess = np.flatnonzero(tied.sum(axis=1) > need)
+    take |= tied
+    if len(excess):                                        # keep the smallest tied columns
+        key = np.where(tied[excess], cols[excess], np.iinfo(cols.dtype).max)
+        last = np.take_along_axis(np.sort(key, axis=1), need[excess, None] - 1, axis=1)
+        take[excess] &= ~tied[excess] | (cols[excess] <= last)
+    r, j = np.nonzero(take)                                # kk per row
     sel_cols = cols[r, j].reshape(len(vals), kk)
     sel_vals = vals[r, j].reshape(len(vals), kk)
-    order = np.argsort(-sel_vals, axis=1, kind="stable")
+    order = np.lexsort((sel_cols, -sel_vals), axis=1)
     return np.take_along_axis(sel_cols, order, axis=1), np.take_along_axis(sel_vals, order, axis=1)
 
 
@@ -152,15 +159,13 @@ def top_k_masked(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         pos = np.arange(len(r)) - np.repeat(np.cumsum(n_keep[narrow]) - n_keep[narrow], n_keep[narrow])
         blocks = np.full((len(narrow), width), -1, dtype=np.int64)
         blocks[r, pos] = b
-        step = np.where(blocks[:, :, None] < full, full, 1)
-        start = np.where(blocks < full, blocks, full * BLOCK)[:, :, None]
-        cols = start + step * np.arange(BLOCK)
-        cols = np.where((blocks[:, :, None] >= 0) & (cols < n), cols, n).reshape(len(narrow), -1)
-        cols.sort(axis=1)                                  # column order, padding (n) last
-        valid = cols < n
+        strided = blocks < full                            # the tail block is contiguous
+        base = np.where(strided, blocks, full * BLOCK)[:, :, None]
+        cols = (base + np.where(strided, full, 1)[:, :, None] * np.arange(BLOCK)).reshape(len(narrow), -1)
+        valid = (np.repeat(blocks, BLOCK, axis=1) >= 0) & (cols < n)
         flat = np.where(valid, cols, 0) + (narrow * n)[:, None]
-        vals = np.where(valid, np.take(s.reshape(-1), flat), np.nan)   # s is C-contiguous
-        idx[narrow], val[narrow] = _select(vals, cols, kk)
+        vals = np.take(s.reshape(-1), flat)                # s is C-contiguous
+        idx[narrow], val[narrow] = _select(vals, cols, valid, kk)
     return idx, val
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from pipeline.columns import Columns as C
 from pipeline.evaluation.batches import BYTES_PER_CELL, batch_users
-from pipeline.evaluation.holdout import PLOT_KS, score_users
-from pipeline.evaluation.metrics import auc, per_user, precision_recall_curve, summary
+from pipeline.evaluation.holdout import score_exact, score_users
+from pipeline.evaluation.metrics import per_user
 from pipeline.evaluation.validation import ValidationSlice, validation_precision
 
 
@@ -44,24 +44,9 @@ def data():
 
 
 def exact(model, users, items, train, holdout, k):
-    """The definitions: a full stable sort of every row, the pandas metrics, rank AUC."""
-    hu = sorted(holdout[C.user].unique())
-    s = model.scores(hu).astype(np.float32)
-    ui, ii = {u: r for r, u in enumerate(hu)}, {it: j for j, it in enumerate(items)}
-    exc = np.zeros(s.shape, dtype=bool)
-    rel = np.zeros(s.shape, dtype=bool)
-    for frame, m in ((train, exc), (holdout, rel)):
-        for u, it in zip(frame[C.user], frame[C.item], strict=True):
-            if u in ui and it in ii:
-                m[ui[u], ii[it]] = True
-    a = pd.Series(auc(s, exc, rel), index=hu)
-    s[exc] = -np.inf
-    order = np.argsort(-s, axis=1, kind="stable")[:, :max(k, *PLOT_KS)]
-    rows = [(u, items[j], float(s[r, j]), rank + 1) for r, u in enumerate(hu)
-            for rank, j in enumerate(order[r]) if np.isfinite(s[r, j])]
-    recs = pd.DataFrame(rows, columns=[C.user, C.item, C.score, C.rank])
-    return (summary(recs, holdout, k, len(items), a, set(train[C.user])),
-            precision_recall_curve(recs, holdout, PLOT_KS), per_user(recs, holdout, k))
+    """The definitions (full stable sort, pandas metrics, rank AUC) — the reference."""
+    ref = score_exact(model, holdout, train, {}, k, len(items), batch=13)
+    return ref.metrics, ref.curve, ref.per_user.to_frame("precision")
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -121,3 +106,29 @@ def test_validation_slice_samples_users_with_a_seed_and_scores_like_recommend(da
     want = per_user(recs, full.relevant, 5)["precision"].mean()
     assert validation_precision(model, full, 5) == pytest.approx(want, abs=1e-12)
     assert validation_precision(model, full, 5, memory_mb=1) == pytest.approx(want, abs=1e-12)
+
+
+def test_pair_matrix_holds_exactly_the_pairs_inside_both(data):
+    from pipeline.models.ranking import pair_matrix
+
+    users, items, train, holdout = data
+    m = pair_matrix(holdout, users[:50], items).toarray()
+    want = np.zeros_like(m)
+    for u, it in zip(holdout[C.user], holdout[C.item], strict=True):
+        if u in users[:50] and it in items:
+            want[users.index(u), items.index(it)] = True
+    assert np.array_equal(m, want) and m.any()
+
+
+def test_tuning_trials_fit_on_a_seeded_sample_that_keeps_the_scored_users(data):
+    from pipeline.evaluation.validation import trial_pairs
+
+    users, items, train, holdout = data
+    keep = users[:10]
+    part = trial_pairs(train, keep, 30, seed=1)
+    chosen = set(part[C.user])
+    assert len(chosen) == 30 and set(keep) <= chosen
+    assert part.equals(train[train[C.user].isin(chosen)])         # every pair of a chosen user
+    assert set(trial_pairs(train, keep, 30, seed=1)[C.user]) == chosen
+    assert trial_pairs(train, keep, None, seed=1) is train
+    assert trial_pairs(train, keep, 10_000, seed=1) is train
