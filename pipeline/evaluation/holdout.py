@@ -29,7 +29,7 @@ from pipeline.evaluation.metrics import (
     summarise,
     summary,
 )
-from pipeline.models.ranking import contains, in_rows, pair_matrix, row_cells, top_k_masked
+from pipeline.models.ranking import in_rows, pair_matrix, row_cells, top_k_masked
 
 log = logging.getLogger("recflow.evaluate")
 
@@ -88,12 +88,15 @@ def score_users(model, holdout: pd.DataFrame, train: pd.DataFrame, utok: dict, k
         found = np.isfinite(val)
         hits[start:start + rows, :idx.shape[1]] = in_rows(relevant, start, idx) & found
         covered[idx[:, :k][found[:, :k]]] = True
+        # AUC: train items hold -inf (no positive, no negative); marking the positives NaN
+        # leaves the finite draws as exactly the valid negatives (model scores are finite)
         pr, pc = row_cells(relevant, start, start + rows)
-        pos = ~contains(excluded, start, pr, pc)
+        pos_scores = s[pr, pc]
+        pos = np.isfinite(pos_scores)
+        s[pr, pc] = np.nan
         cols, all_items = _negatives(rows, n, auc_negatives, seed, start)
-        r = np.arange(rows)[:, None]
-        ok = ~contains(excluded, start, r, cols) & ~contains(relevant, start, r, cols)
-        a, m = sampled_auc(rows, pr[pos], s[pr[pos], pc[pos]], np.take_along_axis(s, cols, axis=1), ok)
+        neg = np.take(s.reshape(-1), cols + (np.arange(rows) * n)[:, None])
+        a, m = sampled_auc(rows, pr[pos], pos_scores[pos], neg, np.isfinite(neg))
         aucs[start:start + rows], draws[start:start + rows] = a, m
         exact &= all_items
     pu = pd.DataFrame(from_hits(hits, n_rel, k), index=pd.Index(users, name=C.user))[list(METRICS)]

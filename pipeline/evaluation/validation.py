@@ -123,7 +123,13 @@ def fit_early_stopping(params: ModelParams, train: pd.DataFrame, validation: pd.
         log.info("refit on all of train (%d pairs) for the best %d epochs", len(full_train),
                  best["epoch"])
         refit = params.model_copy(update={"epochs": best["epoch"]})
-        model = LightFMRecommender(refit).fit(full_train, user_tokens, item_tokens)
+        t1 = time.perf_counter()
+
+        def refit_epoch(epoch: int, _model: LightFMRecommender) -> None:
+            log.info("refit epoch %d/%d (%.1f s)", epoch + 1, refit.epochs, time.perf_counter() - t1)
+
+        model = LightFMRecommender(refit).fit(full_train, user_tokens, item_tokens,
+                                              on_epoch=refit_epoch)
         model.params = params
     else:
         model.restore(best["state"])
