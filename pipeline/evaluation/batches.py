@@ -33,9 +33,10 @@ def batch_users(n_items: int, memory_mb: int | None = None) -> int:
 
 def masked_scores(model: RecommenderBase, users: list[str], user_tokens: TokenMap | None,
                   excluded: sp.csr_matrix, memory_mb: int | None = None, desc: str = "scoring",
-                  batch: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """(first row, float32 scores) per batch of ``users``, the cells stored in ``excluded``
-    (users × model items) set to -inf; the arrays are the caller's to modify."""
+                  batch: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """(first row, float32 scores, shared row) per batch of ``users``, the cells stored in
+    ``excluded`` (users × model items) set to -inf; the arrays are the caller's to modify.
+    The shared row is the one row every user got (a broadcast, e.g. popularity), else None."""
     n = len(model.item_ids)
     step = batch or batch_users(n, memory_mb)
     t0 = time.perf_counter()
@@ -43,10 +44,11 @@ def masked_scores(model: RecommenderBase, users: list[str], user_tokens: TokenMa
         for start in range(0, len(users), step):
             ub = users[start:start + step]
             s = np.asarray(model.scores(ub, user_tokens), dtype=np.float32)
+            shared = s[0] if len(s) and s.strides[0] == 0 else None
             if not (s.flags.owndata and s.flags.writeable and s.flags.c_contiguous):
                 s = np.array(s, dtype=np.float32, order="C")   # e.g. popularity's broadcast view
             r, c = row_cells(excluded, start, start + len(ub))
             s[r, c] = -np.inf
-            yield start, s
+            yield start, s, shared
             bar.update(len(ub))
     log.debug("%s: %d users × %d items in %.1f s", desc, len(users), n, time.perf_counter() - t0)

@@ -29,7 +29,7 @@ from pipeline.evaluation.metrics import (
     summarise,
     summary,
 )
-from pipeline.models.ranking import in_rows, pair_matrix, row_cells, top_k_masked
+from pipeline.models.ranking import in_rows, pair_matrix, row_cells, top_k_masked, top_k_shared
 
 log = logging.getLogger("recflow.evaluate")
 
@@ -82,9 +82,15 @@ def score_users(model, holdout: pd.DataFrame, train: pd.DataFrame, utok: dict, k
     hits = np.zeros((len(users), kmax), dtype=bool)
     covered = np.zeros(n, dtype=bool)
     aucs, draws, exact = np.full(len(users), np.nan), np.zeros(len(users)), True
-    for start, s in masked_scores(model, users, utok, excluded, memory_mb, f"evaluate {name}", batch):
+    order = None
+    for start, s, shared in masked_scores(model, users, utok, excluded, memory_mb,
+                                          f"evaluate {name}", batch):
         rows = len(s)
-        idx, val = top_k_masked(s, kmax)
+        if shared is not None:
+            order = np.argsort(-shared, kind="stable") if order is None else order
+            idx, val = top_k_shared(shared, order, excluded, start, rows, kmax)
+        else:
+            idx, val = top_k_masked(s, kmax)
         found = np.isfinite(val)
         hits[start:start + rows, :idx.shape[1]] = in_rows(relevant, start, idx) & found
         covered[idx[:, :k][found[:, :k]]] = True

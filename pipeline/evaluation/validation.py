@@ -76,7 +76,7 @@ def validation_precision(model: RecommenderBase, vs: ValidationSlice, k: int,
         return 0.0
     excluded, relevant = vs.matrices(model.item_ids)
     hits = 0
-    for start, s in masked_scores(model, vs.users, user_tokens, excluded, memory_mb, "validation"):
+    for start, s, _ in masked_scores(model, vs.users, user_tokens, excluded, memory_mb, "validation"):
         idx, val = top_k_masked(s, k)
         hits += int((in_rows(relevant, start, idx) & np.isfinite(val)).sum())
     return hits / (k * len(vs.users))

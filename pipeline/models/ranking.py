@@ -169,6 +169,33 @@ def top_k_masked(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, val
 
 
+def top_k_shared(row: np.ndarray, order: np.ndarray, excluded: sp.csr_matrix, start: int,
+                 n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k_masked` of ``n_rows`` users who all got the same ``row`` of scores (its
+    stable descending ``order`` given), each minus their cells of ``excluded`` from row
+    ``start``: each user's list is the shared order with their items skipped, so only the
+    first k + (most items any of them excludes) ranks are looked at. Same result, ties too."""
+    n = len(row)
+    kk = min(k, n)
+    r, c = row_cells(excluded, start, start + n_rows)
+    depth = kk + (int(np.bincount(r, minlength=n_rows).max()) if len(r) else 0)
+    if depth >= n:                                         # small catalogue: mask and rank
+        s = np.broadcast_to(row, (n_rows, n)).astype(np.float32)
+        s[r, c] = -np.inf
+        return top_k_masked(s, kk)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    skip = np.zeros((n_rows, depth), dtype=bool)
+    rc = rank[c]
+    near = rc < depth
+    skip[r[near], rc[near]] = True
+    ok = ~skip
+    take = ok & (np.cumsum(ok, axis=1) <= kk)              # kk per row: depth leaves enough
+    _, j = np.nonzero(take)
+    idx = order[:depth][j].reshape(n_rows, kk)
+    return idx, row[idx].astype(np.float32)
+
+
 def top_k_indices(scores: np.ndarray, k: int, excluded: tuple[np.ndarray, np.ndarray] | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(item indices, scores), each (n_users × min(k, n_items)), best first, ties by column;

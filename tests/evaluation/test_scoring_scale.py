@@ -29,6 +29,13 @@ class Fixed:
         return self.table[[self.row[u] for u in users]].copy()
 
 
+class Shared(Fixed):
+    """Every user gets the same row (a broadcast view, as popularity returns)."""
+
+    def scores(self, users, user_tokens=None, history=None):
+        return np.broadcast_to(self.table[0], (len(users), self.table.shape[1]))
+
+
 def pairs(rng, users, items, n) -> pd.DataFrame:
     return pd.DataFrame({C.user: rng.choice(users, n), C.item: rng.choice(items, n)}).drop_duplicates()
 
@@ -56,10 +63,11 @@ def flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+@pytest.mark.parametrize("family", [Fixed, Shared])
 @pytest.mark.parametrize("memory_mb_cells", [None, 7 * 300 * BYTES_PER_CELL])   # one batch, or 7 users
-def test_holdout_metrics_equal_the_exact_definitions(data, memory_mb_cells):
+def test_holdout_metrics_equal_the_exact_definitions(data, memory_mb_cells, family):
     users, items, train, holdout = data
-    model = Fixed(users, items)
+    model = family(users, items)
     batch = None if memory_mb_cells is None else memory_mb_cells // (300 * BYTES_PER_CELL)
     got = score_users(model, holdout, train, {}, 10, len(items), batch, auc_negatives=1000)
     want, curve, pu = exact(model, users, items, train, holdout, 10)

@@ -59,3 +59,25 @@ def test_block_top_k_equals_a_full_stable_sort(ties):
         want = np.argsort(-s, axis=1, kind="stable")[:, :k]
         assert np.array_equal(idx, want)
         assert np.array_equal(sc, np.take_along_axis(s, want, axis=1))
+
+
+def test_top_k_of_a_shared_row_equals_masking_every_row():
+    """Popularity-like rows (one row for all, integer ties) minus per-user exclusions."""
+    import scipy.sparse as sp
+
+    from pipeline.models.ranking import top_k_masked, top_k_shared
+
+    rng = np.random.default_rng(2)
+    row = rng.integers(0, 30, 7000).astype(np.float32)
+    exc = sp.random(50, 7000, density=0.01, format="lil", random_state=3, dtype=bool)
+    exc[7, np.argsort(-row, kind="stable")[:40]] = True     # a user who has every top item
+    exc = sp.csr_matrix(exc)
+    exc.sort_indices()
+    order = np.argsort(-row, kind="stable")
+    for start, rows in ((0, 50), (5, 20)):
+        s = np.tile(row, (rows, 1))
+        s[exc[start:start + rows].toarray()] = -np.inf
+        for k in (1, 20):
+            idx, sc = top_k_shared(row, order, exc, start, rows, k)
+            want = top_k_masked(s, k)
+            assert np.array_equal(idx, want[0]) and np.array_equal(sc, want[1])
