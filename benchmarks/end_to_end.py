@@ -38,13 +38,13 @@ SHAPES = {1_000_000: (20_000, 20_000), 10_000_000: (200_000, 50_000),
           50_000_000: (1_000_000, 200_000)}
 
 STAGE_CHILD = r"""
-import json, resource, subprocess, sys, time
-t = time.perf_counter()
+import json, os, resource, subprocess, sys, time
+t, load0 = time.perf_counter(), os.getloadavg()[0]
 p = subprocess.run(sys.argv[1:], capture_output=True, text=True)
 secs = time.perf_counter() - t
 rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
 print(json.dumps({"rc": p.returncode, "seconds": secs, "peak_gib": rss,
-                  "tail": (p.stdout + p.stderr)[-2000:]}))
+                  "load": [load0, os.getloadavg()[0]], "tail": (p.stdout + p.stderr)[-2000:]}))
 """
 
 BARE_CHILD = r"""
@@ -87,10 +87,13 @@ def bare(pairs, epochs):
           num_threads=p.num_threads)
     return time.perf_counter() - t
 
+import os
+load0 = os.getloadavg()[0]
 out = {"fit_epochs": report["epochs_run"], "refit_epochs": report["best_epoch"] if report["refit"] else 0}
 out["bare_fit_s"] = bare(pd.read_parquet(paths.fit_pairs), out["fit_epochs"])
 if out["refit_epochs"]:
     out["bare_fit_s"] += bare(pd.read_parquet(paths.train_pairs), out["refit_epochs"])
+out["load"] = [load0, os.getloadavg()[0]]
 events = params.synthetic.n_events
 if events <= exact_up_to:
     from pipeline.evaluation.holdout import options, score_exact, score_users
@@ -141,14 +144,23 @@ def run_size(events: int, tmp: Path, exact_up_to: int) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| stage | " + " | ".join(f"{r['events'] / 1e6:g}M: wall s | peak RSS GiB" for r in results) + " |",
-             "|---|" + "---:|---:|" * len(results)]
+    lines = ["| stage | " + " | ".join(f"{r['events'] / 1e6:g}M: wall s | peak RSS GiB | load avg"
+                                        for r in results) + " |",
+             "|---|" + "---:|---:|---:|" * len(results)]
+
+    def load(x: dict) -> str:
+        return f"{x['load'][0]:.1f}→{x['load'][1]:.1f}"
+
     for stage in STAGES:
         lines.append(f"| {stage} | " + " | ".join(
-            f"{r['stages'][stage]['seconds']:.1f} | {r['stages'][stage]['peak_gib']:.2f}" for r in results) + " |")
+            f"{r['stages'][stage]['seconds']:.1f} | {r['stages'][stage]['peak_gib']:.2f} | "
+            f"{load(r['stages'][stage])}" for r in results) + " |")
     lines.append("| **whole `dvc repro`** | " + " | ".join(
         f"**{sum(s['seconds'] for s in r['stages'].values()):.0f}** | "
-        f"**{max(s['peak_gib'] for s in r['stages'].values()):.2f}**" for r in results) + " |")
+        f"**{max(s['peak_gib'] for s in r['stages'].values()):.2f}** | " for r in results) + " |")
+    lines.append("| bare LightFM fits | " + " | ".join(
+        f"{r['bare']['bare_fit_s']:.1f} | {r['bare']['peak_gib']:.2f} | {load(r['bare'])}"
+        for r in results) + " |")
     lines.append("")
     lines.append("| size | users × items | bare LightFM fits (epochs) | train stage | overhead (train / bare) "
                  "| validation in train | evaluate | candidate p@k | AUC ± bound |")
