@@ -184,6 +184,7 @@ class ModelParams(_Frozen):
     confidence_power: float = Field(1.0, ge=0, le=8)
     validation_days: int = Field(3, gt=0)     # time split: last N days of train = validation
     validation_n: int = Field(5, gt=0)        # leave_n_out split: N per user = validation
+    validation_users: int | None = Field(20_000, gt=0)  # seeded sample scored per epoch/trial
     patience: int = Field(3, gt=0)            # epochs without a better validation score
     refit: bool = True                        # refit on all of train for the best epoch count
     ensemble: int = Field(1, gt=0, le=16)     # N seeds averaged, served as one factor model
@@ -201,7 +202,8 @@ class ALSParams(_Frozen):
     alpha: tuple[Annotated[float, Field(gt=0)], ...] = Field((1.0, 10.0), min_length=1)
     iterations: int = Field(15, gt=0)
     seed: int = 42
-    num_threads: int = Field(1, gt=0)
+    num_threads: int = Field(2, gt=0)
+    tune_users: int | None = Field(50_000, gt=0)   # grid trials fit on a seeded user sample
 
 
 class EASEParams(_Frozen):
@@ -226,6 +228,8 @@ class EvaluateParams(_Frozen):
     k: int = Field(10, gt=0)
     target: TargetParams = TargetParams()
     reveal_n: int = Field(3, ge=0)            # cold users: first N holdout events pushed first
+    memory_mb: int = Field(512, gt=0)        # budget of one batch's (users × items) scores
+    auc_negatives: int = Field(1000, gt=0)   # sampled negatives per user (≥ items: exact)
 
 
 class GateParams(_Frozen):

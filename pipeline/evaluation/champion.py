@@ -34,7 +34,7 @@ from pipeline.columns import Columns as C
 from pipeline.config import Params, Paths
 from pipeline.errors import DataError
 from pipeline.evaluation.fingerprint import inputs_sha256, load_fingerprint, overlap, write_artifact
-from pipeline.evaluation.holdout import Scored, score_users
+from pipeline.evaluation.holdout import Scored, options, score_users
 from pipeline.features import recent
 from pipeline.models.artifact import load_model
 from pipeline.models.base import (
@@ -185,7 +185,8 @@ def score_champion(params: Params, paths: Paths, data: Data | None = None) -> Ch
     d = versions.versions_dir(paths.registry) / version
     model, info = judge(d, data)
     scored = score_users(model, data.holdout, data.train, tokens_for(model, data),
-                         params.evaluate.k, data.train[C.item].nunique())
+                         params.evaluate.k, data.train[C.item].nunique(), **options(params),
+                         name="champion")
     # the judged artifact's inputs: an unchanged rerun matches those, not the refit's
     return Champion(version, scored, info, read_meta(judged_artifact(d)).get("inputs_sha256"))
 

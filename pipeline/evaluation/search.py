@@ -39,6 +39,7 @@ from pipeline.evaluation.validation import (
     ValidationSlice,
     fit_early_stopping,
     refit_lightfm,
+    trial_pairs,
     validation_precision,
 )
 from pipeline.io import atomic_dir, link_or_copy, write_json
@@ -193,7 +194,8 @@ def hyper_grid(base: ModelParams) -> list[ModelParams]:
 
 
 def _lightfm_trial(cfg: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFrame,
-                   utok: TokenMap, itok: TokenMap, k: int, history: History | None = None
+                   utok: TokenMap, itok: TokenMap, k: int, history: History | None = None,
+                   vs: ValidationSlice | None = None
                    ) -> tuple[Trial, LightFMRecommender | None, list[dict]]:
     """One early-stopped LightFM on the fit part: (trial, the model at its best epoch, its
     per-epoch curve); the model is None when the trial failed."""
@@ -203,7 +205,7 @@ def _lightfm_trial(cfg: ModelParams, fit_part: pd.DataFrame, validation: pd.Data
         model, curve, best = fit_early_stopping(   # no full_train: no refit, the best epoch kept
             cfg, fit_part, validation,
             utok if cfg.user_features else None, itok if cfg.item_features else None, k,
-            history=history)
+            history=history, vs=vs)
         out.update(model=model, curve=curve)
         return max(r["val_precision"] for r in curve), best
 
@@ -215,7 +217,8 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
                  train: pd.DataFrame, utok: TokenMap, itok: TokenMap, k: int, t0: float,
                  trials: list[Trial], skipped: dict[str, str],
                  on_trial: Callable[[Trial], None] | None = None,
-                 history: History | None = None, full_history: History | None = None) -> Tuned:
+                 history: History | None = None, full_history: History | None = None,
+                 vs: ValidationSlice | None = None) -> Tuned:
     """Feature sets, then the hyperparameter grid with the winning set; the best trial
     refitted on all of ``train`` for its best epoch count (``model.refit``), else kept as
     fitted on the fit part."""
@@ -230,7 +233,7 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
                                       f"model.search.budget_seconds {m.search.budget_seconds} passed")
                 return
             trial, model, curve = _lightfm_trial(cfg, fit_part, validation, utok, itok, k,
-                                                 history)
+                                                 history, vs)
             mine.append(trial)
             trials.append(trial)
             if on_trial:
@@ -266,10 +269,11 @@ def tune_als(p: ALSParams, fit_part: pd.DataFrame, vs: ValidationSlice, train: p
              k: int, trials: list[Trial]) -> Tuned:
     """The ALS grid on the validation slice; the best setting refitted on all of train."""
     mine = []
+    part = trial_pairs(fit_part, vs.users, p.tune_users, p.seed)   # a sample on large data
     for cfg in als_configs(p):
         shown = {key: cfg[key] for key in ("factors", "regularization", "alpha")}
         mine.append(_run(Trial("als", shown),
-                         lambda cfg=cfg: (validation_precision(ALS(**cfg).fit(fit_part), vs, k), None)))
+                         lambda cfg=cfg: (validation_precision(ALS(**cfg).fit(part), vs, k), None)))
     trials.extend(mine)
     best = _best("als", mine)
     t1 = time.perf_counter()
@@ -304,7 +308,7 @@ def select(params: Params, fit_part: pd.DataFrame, validation: pd.DataFrame,
     ``history`` / ``full_history``: the users' recent items as the fit part / all of train see
     them (LightFM's session tokens)."""
     k = params.evaluate.k
-    vs = ValidationSlice(fit_part, validation)
+    vs = ValidationSlice(fit_part, validation, params.model.validation_users, params.model.seed)
     if not vs.users:
         raise DataError(f"model search: none of the {validation[C.user].nunique()} validation "
                         "users has anything left to fit on, so no setting can be chosen; the data "
@@ -317,7 +321,8 @@ def select(params: Params, fit_part: pd.DataFrame, validation: pd.DataFrame,
     for family in params.model.families:
         if family == "lightfm":
             tuned[family] = tune_lightfm(params.model, fit_part, validation, train, utok, itok,
-                                         k, t0, trials, skipped, on_trial, history, full_history)
+                                         k, t0, trials, skipped, on_trial, history, full_history,
+                                         vs)
             continue
         n_items = train[C.item].nunique()
         if family == "ease" and n_items > params.baselines.ease.max_items:

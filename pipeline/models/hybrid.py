@@ -245,7 +245,8 @@ class LightFMRecommender(RecommenderBase):
         if history:
             history = {u: history[u] for u in users if u in history}
         reps, has = self.user_vectors(users, self._with_session(user_tokens, history))
-        s = reps @ self.item_repr.T + self.item_bias[None, :]
+        s = reps @ self.item_repr.T
+        s += self.item_bias[None, :]             # in place: no second (users × items) matrix
         if not has.all():
             s[~has] = self.popularity[None, :]
         return s

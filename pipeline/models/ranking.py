@@ -1,18 +1,35 @@
-"""Vectorised top-k over a (users × items) score matrix with per-user exclusions."""
+"""Vectorised top-k over a (users × items) score matrix with per-user exclusions.
+
+Exclusions and relevance sets at scale are boolean CSR (users × items) matrices built once
+(:func:`pair_matrix`); a batch of rows turns into the cells to mask with :func:`row_cells`,
+with no Python loop over (user, item) pairs.
+
+Top-k is exact and its ties are defined: the k highest scores of a row, equal scores in
+column order (what a stable full sort would give), but without a full sort or a partition of
+every row: the row's blocks of :data:`BLOCK` columns are reduced to their maxima, only the
+blocks that can hold a top-k cell are gathered (at most k, more only on ties), and those few
+hundred cells are ranked. That is one vectorised pass over the matrix (a max) instead of
+an ``argpartition`` of every row: ~20× cheaper at 50k items.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from pipeline.columns import Columns as C
+
+#: columns per block of the block-max pre-selection
+BLOCK = 64
 
 
 def exclusion_cells(users: list[str], item_index: dict[str, int],
                     exclude: Mapping[str, Iterable[str]] | None) -> tuple[np.ndarray, np.ndarray]:
-    """(row, col) coordinates of excluded (user, item) cells; unknown items are ignored."""
+    """(row, col) coordinates of excluded (user, item) cells; unknown items are ignored.
+    For a few users (serving); batches of many use :func:`pair_matrix` + :func:`row_cells`."""
     rows: list[int] = []
     cols: list[int] = []
     if exclude:
@@ -25,57 +42,172 @@ def exclusion_cells(users: list[str], item_index: dict[str, int],
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
 
 
-#: below this many cells a plain argpartition is as fast as the candidate pass
-_LARGE = 1 << 21
+def pair_matrix(pairs: pd.DataFrame, users: Sequence[str], items: Sequence[str]) -> sp.csr_matrix:
+    """Boolean CSR (users × items) of the (user, item) pairs of ``pairs`` that fall inside
+    both (``users`` and ``items`` unique); rows with sorted column indices."""
+    r = pd.Index(users).get_indexer(pairs[C.user].astype(str))
+    c = pd.Index(items).get_indexer(pairs[C.item].astype(str))
+    ok = (r >= 0) & (c >= 0)
+    m = sp.csr_matrix((np.ones(int(ok.sum()), dtype=bool), (r[ok], c[ok])),
+                      shape=(len(users), len(items)))
+    m.sum_duplicates()
+    m.sort_indices()
+    return m
+
+
+def remap_columns(m: sp.csr_matrix, columns: np.ndarray, n_columns: int) -> sp.csr_matrix:
+    """``m`` with column j moved to ``columns[j]`` (-1 drops it): a matrix over one item
+    vocabulary re-indexed onto a model's item order."""
+    coo = m.tocoo()
+    c = columns[coo.col]
+    ok = c >= 0
+    out = sp.csr_matrix((coo.data[ok], (coo.row[ok], c[ok])), shape=(m.shape[0], n_columns))
+    out.sum_duplicates()
+    out.sort_indices()
+    return out
+
+
+def row_cells(m: sp.csr_matrix, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) of the stored cells of rows ``start:stop``, rows counted from ``start``."""
+    lo, hi = m.indptr[start], m.indptr[stop]
+    counts = np.diff(m.indptr[start:stop + 1])
+    return np.repeat(np.arange(stop - start), counts), m.indices[lo:hi].astype(np.int64)
+
+
+def contains(m: sp.csr_matrix, start: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Whether each cell (start + rows, cols) is stored in ``m`` (arrays of one shape, or
+    broadcastable): a binary search over the batch's stored cells, no dense matrix."""
+    n_cols = m.shape[1]
+    rows, cols = np.broadcast_arrays(np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
+    stop = start + (int(rows.max()) + 1 if rows.size else 0)
+    r, c = row_cells(m, start, stop)
+    keys = r * n_cols + c                    # sorted: CSR rows in order, indices sorted
+    if not len(keys):
+        return np.zeros(rows.shape, dtype=bool)
+    q = rows * n_cols + cols
+    pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    return keys[pos] == q
+
+
+def in_rows(m: sp.csr_matrix, start: int, cols: np.ndarray) -> np.ndarray:
+    """Boolean (rows × c): whether cell (start + r, cols[r, j]) is stored in ``m``."""
+    return contains(m, start, np.arange(len(cols), dtype=np.int64)[:, None], cols)
+
+
+def _full_sort(s: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.argsort(-s, axis=1, kind="stable")[:, :kk]
+    return idx, np.take_along_axis(s, idx, axis=1)
+
+
+def _select(vals: np.ndarray, cols: np.ndarray, valid: np.ndarray, kk: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The kk best of each row's candidate cells (``valid`` marks the real ones), ties by
+    column: a partition for the kk-th value, the cells above it, then as many of the cells
+    equal to it as are missing, smallest columns first; only those kk are sorted."""
+    neg = np.where(valid, -vals, np.inf)
+    kth = np.partition(neg, kk - 1, axis=1)[:, kk - 1:kk]
+    take = neg < kth
+    tied = (neg == kth) & valid
+    need = kk - take.sum(axis=1)
+    excess = np.flatnonzero(tied.sum(axis=1) > need)
+    take |= tied
+    if len(excess):                                        # keep the smallest tied columns
+        key = np.where(tied[excess], cols[excess], np.iinfo(cols.dtype).max)
+        last = np.take_along_axis(np.sort(key, axis=1), need[excess, None] - 1, axis=1)
+        take[excess] &= ~tied[excess] | (cols[excess] <= last)
+    r, j = np.nonzero(take)                                # kk per row
+    sel_cols = cols[r, j].reshape(len(vals), kk)
+    sel_vals = vals[r, j].reshape(len(vals), kk)
+    order = np.lexsort((sel_cols, -sel_vals), axis=1)
+    return np.take_along_axis(sel_cols, order, axis=1), np.take_along_axis(sel_vals, order, axis=1)
+
+
+def top_k_masked(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(item indices, scores), each (rows × min(k, items)), best first, ties by column, of a
+    float32 score matrix whose excluded cells already hold -inf (they sort last)."""
+    s = np.ascontiguousarray(s)
+    n_rows, n = s.shape
+    kk = min(k, n)
+    if n_rows == 0 or kk == 0:
+        return np.zeros((n_rows, kk), dtype=np.int64), np.zeros((n_rows, kk), dtype=np.float32)
+    nb = -(-n // BLOCK)
+    if nb <= 4 * kk:
+        return _full_sort(s, kk)
+    full = n // BLOCK
+    # block j < full holds the columns j, j + full, j + 2·full, …: its max is a reduction over
+    # a middle axis, which numpy vectorises (5× faster than over contiguous runs of columns)
+    bmax = np.empty((n_rows, nb), dtype=s.dtype)
+    head = bmax[:, :full]
+    np.copyto(head, s[:, :full])
+    for t in range(1, BLOCK):                              # views, no copy of the matrix
+        np.maximum(head, s[:, t * full:(t + 1) * full], out=head)
+    if full < nb:
+        bmax[:, full] = s[:, full * BLOCK:].max(axis=1)
+    # every top-k cell lies in a block whose max is ≥ the kk-th largest block max
+    floor = np.partition(bmax, nb - kk, axis=1)[:, nb - kk:nb - kk + 1]
+    keep = bmax >= floor
+    n_keep = keep.sum(axis=1)
+    wide = n_keep > 4 * kk                                 # ties or -inf rows: sort them whole
+    idx = np.empty((n_rows, kk), dtype=np.int64)
+    val = np.empty((n_rows, kk), dtype=s.dtype)
+    if wide.any():
+        idx[wide], val[wide] = _full_sort(s[wide], kk)
+    narrow = np.flatnonzero(~wide)
+    if len(narrow):
+        r, b = np.nonzero(keep[narrow])
+        width = int(n_keep[narrow].max())
+        pos = np.arange(len(r)) - np.repeat(np.cumsum(n_keep[narrow]) - n_keep[narrow], n_keep[narrow])
+        blocks = np.full((len(narrow), width), -1, dtype=np.int64)
+        blocks[r, pos] = b
+        strided = blocks < full                            # the tail block is contiguous
+        base = np.where(strided, blocks, full * BLOCK)[:, :, None]
+        cols = (base + np.where(strided, full, 1)[:, :, None] * np.arange(BLOCK)).reshape(len(narrow), -1)
+        valid = (np.repeat(blocks, BLOCK, axis=1) >= 0) & (cols < n)
+        flat = np.where(valid, cols, 0) + (narrow * n)[:, None]
+        vals = np.take(s.reshape(-1), flat)                # s is C-contiguous
+        idx[narrow], val[narrow] = _select(vals, cols, valid, kk)
+    return idx, val
+
+
+def top_k_shared(row: np.ndarray, order: np.ndarray, excluded: sp.csr_matrix, start: int,
+                 n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k_masked` of ``n_rows`` users who all got the same ``row`` of scores (its
+    stable descending ``order`` given), each minus their cells of ``excluded`` from row
+    ``start``: each user's list is the shared order with their items skipped, so only the
+    first k + (most items any of them excludes) ranks are looked at. Same result, ties too."""
+    n = len(row)
+    kk = min(k, n)
+    r, c = row_cells(excluded, start, start + n_rows)
+    depth = kk + (int(np.bincount(r, minlength=n_rows).max()) if len(r) else 0)
+    if depth >= n:                                         # small catalogue: mask and rank
+        s = np.broadcast_to(row, (n_rows, n)).astype(np.float32)
+        s[r, c] = -np.inf
+        return top_k_masked(s, kk)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    skip = np.zeros((n_rows, depth), dtype=bool)
+    rc = rank[c]
+    near = rc < depth
+    skip[r[near], rc[near]] = True
+    ok = ~skip
+    take = ok & (np.cumsum(ok, axis=1) <= kk)              # kk per row: depth leaves enough
+    _, j = np.nonzero(take)
+    idx = order[:depth][j].reshape(n_rows, kk)
+    return idx, row[idx].astype(np.float32)
 
 
 def top_k_indices(scores: np.ndarray, k: int, excluded: tuple[np.ndarray, np.ndarray] | None = None,
-                  allowed: np.ndarray | None = None, fast: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(item indices, scores), each (n_users × min(k, n_items)), best first; excluded cells
-    and items outside ``allowed`` (a boolean mask over the item axis) score -inf and sort
-    last. ``scores`` is not modified.
-
-    ``fast`` (serving batches, the export): a large matrix takes :func:`_top_k_candidates`,
-    the same items about twice as fast; ties at the k-th score may be broken differently, so
-    evaluation keeps the plain partition (its figures stay comparable across versions)."""
+                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(item indices, scores), each (n_users × min(k, n_items)), best first, ties by column;
+    excluded cells and items outside ``allowed`` (a boolean mask over the item axis) score
+    -inf and sort last. ``scores`` is not modified. The one top-k of serving, the export and
+    evaluation (:func:`top_k_masked`)."""
     s = np.array(scores, dtype=np.float32, copy=True)
     if allowed is not None:
         np.copyto(s, -np.inf, where=~allowed)  # broadcast over the rows, no index arrays
     if excluded is not None and len(excluded[0]):
         s[excluded] = -np.inf
-    kk = min(k, s.shape[1])
-    if fast and s.size >= _LARGE and 0 < kk * 16 <= s.shape[1]:
-        got = _top_k_candidates(s, kk)
-        if got is not None:
-            return got
-    part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < s.shape[1] else np.tile(np.arange(kk), (len(s), 1))
-    ps = np.take_along_axis(s, part, axis=1)
-    order = np.argsort(-ps, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(ps, order, axis=1)
-
-
-def _top_k_candidates(s: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Exact top-k without partitioning every full row: the k-th best score among a strided
-    eighth of the columns is a lower bound of the row's k-th best, so every item of the true
-    top k scores at least that much. One comparison per row (in cache) keeps those
-    candidates (~8k), and only they are partitioned. None when ties make the candidates too
-    many (the caller then partitions every row)."""
-    n_rows = s.shape[0]
-    sample = s[:, ::8]
-    thr = np.partition(sample, sample.shape[1] - kk, axis=1)[:, sample.shape[1] - kk]
-    idx = np.empty((n_rows, kk), dtype=np.int64)
-    val = np.empty((n_rows, kk), dtype=np.float32)
-    for r in range(n_rows):
-        row = s[r]
-        c = np.flatnonzero(row >= thr[r])
-        if len(c) > 64 * kk:
-            return None
-        v = row[c]
-        top = np.argpartition(-v, kk - 1)[:kk] if len(c) > kk else np.arange(len(c))
-        o = top[np.lexsort((c[top], -v[top]))]  # best first, then by column
-        idx[r], val[r] = c[o], v[o]
-    return idx, val
+    return top_k_masked(s, k)
 
 
 def top_k(users: list[str], item_ids: np.ndarray, scores: np.ndarray, k: int,

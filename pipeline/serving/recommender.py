@@ -188,8 +188,7 @@ class Recommender:
                         exclude[u] = recent.decode(seen)
         allowed = served.catalogue.mask(filters)
         idx, sc = top_k_indices(model.scores(users, tokens, history), k,
-                                exclusion_cells(users, model.item_index, exclude), allowed,
-                                fast=True)
+                                exclusion_cells(users, model.item_index, exclude), allowed)
         t2 = time.perf_counter()
         timings = {"lookup_ms": (t1 - t0) * 1e3, "scoring_ms": (t2 - t1) * 1e3}
         filtered = 0 if allowed is None else int(len(allowed) - allowed.sum())
@@ -219,8 +218,7 @@ class Recommender:
         rows = [r for r, it in enumerate(items) if it in cat.index]
         cols = [cat.index[items[r]] for r in rows]
         excluded = (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
-        idx, sc = top_k_indices(q @ cat.vectors.T, k, excluded, allowed,  # type: ignore[union-attr]
-                                fast=True)
+        idx, sc = top_k_indices(q @ cat.vectors.T, k, excluded, allowed)  # type: ignore[union-attr]
         out = []
         for r, it in enumerate(items):
             ok = np.isfinite(sc[r]) & (it not in missing)

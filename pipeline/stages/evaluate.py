@@ -17,7 +17,7 @@ from pipeline.config import Params, Paths
 from pipeline.errors import DataError
 from pipeline.evaluation import replay, results, target
 from pipeline.evaluation.champion import Data, per_user_frame, score_champion, tokens_for
-from pipeline.evaluation.holdout import Scored, score_users
+from pipeline.evaluation.holdout import Scored, options, score_users
 from pipeline.features import recent
 from pipeline.io import read_json
 from pipeline.models.artifact import load_model
@@ -55,7 +55,7 @@ def run(params: Params, paths: Paths) -> dict:
     for name, m in models.items():
         key = m.meta.get("inputs_sha256") or name
         s = scored.get(key) or score_users(m, data.holdout, data.train, tokens_for(m, data), k,
-                                           n_cat, history=history)
+                                           n_cat, history=history, **options(params), name=name)
         scored[key] = s
         details[name], curves[name], per_user[name] = s.metrics, s.curve, s.per_user
     if params.split.strategy == "time":  # the replay needs a cutoff in time

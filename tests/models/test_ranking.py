@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from pipeline.columns import Columns as C
 from pipeline.models.tokens import item_tokens, user_tokens
@@ -40,22 +41,43 @@ def test_tokens_from_frames_and_online_dicts_agree():
     assert it == {"i": ["category=x", "popularity=10"]}
 
 
-def test_large_matrices_take_the_candidate_pass_and_get_the_same_top_k(monkeypatch):
-    """The candidate pass (serving batches, export) returns the same scores as partitioning
-    every row, with exclusions and an item mask; heavy ties fall back to the plain path."""
-    import pipeline.models.ranking as R
+@pytest.mark.parametrize("ties", [False, True])
+def test_block_top_k_equals_a_full_stable_sort(ties):
+    """Wide enough for the block pre-selection (6001 items, k up to 20): the same indices and
+    scores as a full stable sort, with ties, -inf cells, all-excluded and constant rows."""
+    from pipeline.models.ranking import top_k_masked
 
     rng = np.random.default_rng(1)
-    s = rng.random((300, 8000), dtype=np.float32)
-    ex = (rng.integers(0, 300, 2000), rng.integers(0, 8000, 2000))
-    allowed = rng.random(8000) > 0.3
-    fast_i, fast_s = R.top_k_indices(s, 20, ex, allowed, fast=True)
-    plain_i, plain_s = R.top_k_indices(s, 20, ex, allowed)
-    np.testing.assert_array_equal(fast_s, plain_s)
-    assert (fast_i == plain_i).mean() > 0.999  # equal scores may swap
-    assert allowed[fast_i].all() and not np.isin(fast_i[ex[0][:1]], ex[1][:1]).any()
-    monkeypatch.setattr(R, "_LARGE", 1)
-    ties = np.ones((50, 4000), dtype=np.float32)
-    ties[:, 7] = 2.0
-    i, v = R.top_k_indices(ties, 10, fast=True)
-    assert i[0, 0] == 7 and v[0, 0] == 2.0 and (v[:, 1:] == 1.0).all()
+    s = rng.standard_normal((40, 6001)).astype(np.float32)
+    if ties:
+        s = np.round(s * 2) / 2
+    s[rng.random(s.shape) < 0.05] = -np.inf
+    s[3], s[5] = -np.inf, 1.0
+    s[4, :-5] = -np.inf
+    for k in (1, 10, 20):
+        idx, sc = top_k_masked(s.copy(), k)
+        want = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        assert np.array_equal(idx, want)
+        assert np.array_equal(sc, np.take_along_axis(s, want, axis=1))
+
+
+def test_top_k_of_a_shared_row_equals_masking_every_row():
+    """Popularity-like rows (one row for all, integer ties) minus per-user exclusions."""
+    import scipy.sparse as sp
+
+    from pipeline.models.ranking import top_k_masked, top_k_shared
+
+    rng = np.random.default_rng(2)
+    row = rng.integers(0, 30, 7000).astype(np.float32)
+    exc = sp.random(50, 7000, density=0.01, format="lil", random_state=3, dtype=bool)
+    exc[7, np.argsort(-row, kind="stable")[:40]] = True     # a user who has every top item
+    exc = sp.csr_matrix(exc)
+    exc.sort_indices()
+    order = np.argsort(-row, kind="stable")
+    for start, rows in ((0, 50), (5, 20)):
+        s = np.tile(row, (rows, 1))
+        s[exc[start:start + rows].toarray()] = -np.inf
+        for k in (1, 20):
+            idx, sc = top_k_shared(row, order, exc, start, rows, k)
+            want = top_k_masked(s, k)
+            assert np.array_equal(idx, want[0]) and np.array_equal(sc, want[1])
