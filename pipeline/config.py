@@ -168,9 +168,12 @@ class ModelParams(_Frozen):
     seed: int = 42
     num_threads: int = Field(2, gt=0)
     # any behaviour feature (built-in names or a feature column) or attribute; checked at train
-    user_features: tuple[str, ...] = ("top_category", "activity", "recency", "country",
-                                      "age_band")
-    item_features: tuple[str, ...] = ("category", "popularity", "conversion", "brand", "price")
+    user_features: tuple[str, ...] = ("top_category", "activity", "recency")
+    item_features: tuple[str, ...] = ("category", "popularity", "conversion")
+    # and every attribute column the source's tables provide (train adds them to the lists
+    # above, so the model's own config names them): MovieLens genres / year, synthetic
+    # country / age band / brand / price
+    attribute_features: bool = True
     buckets: int = Field(8, ge=2, le=64)      # numeric features: quantile buckets (train data)
     session_items: int = Field(10, ge=0)      # recent items (+ their tokens) as user tokens
     session_weight: float = Field(1.0, gt=0)  # the session tokens' total weight (identity 1)

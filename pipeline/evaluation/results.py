@@ -31,8 +31,7 @@ def save(paths: Paths, details: dict, per_user: pd.DataFrame,
         for name in MODELS:
             if details.get(name):
                 write_json(tmp / paths.model_metrics(name).name,
-                           {**headline(details[name], k), "target": details.get("target"),
-                            **segment_headline(details, name)})
+                           headline(details[name], k))
     write_json(paths.evaluation_details, details)
     write_parquet(per_user.reset_index(), paths.per_user_precision)
     # Wide table: one precision column per model, so `dvc plots show` draws one line each; a
@@ -42,12 +41,6 @@ def save(paths: Paths, details: dict, per_user: pd.DataFrame,
         rows = curves.get(name)
         wide[name] = [r["precision"] for r in rows] if rows else float("nan")
     write_csv(wide, paths.precision_plot)
-
-
-def segment_headline(details: dict, name: str) -> dict:
-    """The replay's segments of one model, flat (``cold_revealed_precision@10`` …)."""
-    seg = (details.get("segments") or {}).get(name) or {}
-    return {f"{s}_{m}": v for s, ms in seg.items() for m, v in ms.items() if "@" in m}
 
 
 def load(paths: Paths) -> tuple[dict, pd.DataFrame]:

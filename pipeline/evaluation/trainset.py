@@ -115,6 +115,30 @@ def with_attributes(frame: pd.DataFrame, paths: Paths, kind: str, fs=None,
     return out
 
 
+def attribute_columns(paths: Paths, kind: str) -> list[str]:
+    """The feature columns of the ``items`` / ``users`` attribute view (none when absent)."""
+    import pyarrow.parquet as pq
+
+    f = paths.attribute_features(kind)
+    if not f.exists():
+        return []
+    key = C.item if kind == "items" else C.user
+    return [c for c in pq.read_schema(f).names if c not in (key, C.ts) and not c.startswith("has_")]
+
+
+def with_attribute_features(params: Params, paths: Paths) -> Params:
+    """``model.attribute_features``: the configured feature lists plus every attribute column
+    the source's tables provide, so the defaults fit any source and the model's own config
+    names what it read (serving and refits tokenise from that)."""
+    m = params.model
+    if not m.attribute_features:
+        return params
+    users = tuple(dict.fromkeys([*m.user_features, *attribute_columns(paths, "users")]))
+    items = tuple(dict.fromkeys([*m.item_features, *attribute_columns(paths, "items")]))
+    model = m.model_copy(update={"user_features": users, "item_features": items})
+    return params.model_copy(update={"model": model})
+
+
 def build(params: Params, paths: Paths) -> Trainset:
     events = paths.validated_events
     if not events.exists():

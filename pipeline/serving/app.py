@@ -384,7 +384,12 @@ def create_app(root: Path | None = None, params: Params | None = None) -> FastAP
 
     @app.get("/metrics")
     def prometheus() -> Response:
-        """Prometheus text format: every worker's samples (multi-process mode)."""
+        """Prometheus text format: every worker's samples (multi-process mode). The champion
+        gauge is set afresh from what this app serves (another recommender in the process,
+        e.g. the export, may have moved it)."""
+        rec = state.get("rec")
+        if rec is not None and rec.version:
+            metrics.set_champion(None, rec.version)
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     app.state.recflow = state

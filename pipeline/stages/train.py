@@ -20,6 +20,7 @@ CURVE_COLUMNS = ["epoch", "k", "val_precision", "seconds"]
 
 
 def run(params: Params, paths: Paths) -> dict:
+    params = trainset.with_attribute_features(params, paths)
     ts = trainset.build(params, paths)
     tt = training_tokens(params.model, ts)   # bucket edges from the training rows only
     utok, itok = tt.user, tt.item
