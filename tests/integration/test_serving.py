@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pipeline.registry import versions as registry
 from pipeline.serving.app import create_app
 from pipeline.serving.recommender import Recommender
 from tests.conftest import clone_built, run_env, sh
-from tests.helpers import online_users
+from tests.helpers import online_users, stop_group
 
 pytestmark = pytest.mark.integration
 
@@ -227,12 +226,7 @@ def test_real_server_keeps_answering_good_requests_under_bad_load(built_project)
         assert all(400 <= s < 500 for s in bad)
         assert proc.poll() is None
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc, 15)
     assert proc.returncode is not None
 
 
@@ -656,9 +650,4 @@ def test_two_workers_over_redis_share_pushes_reloads_and_metrics(built_project, 
         finally:
             for c in clients.values():
                 c.close()
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            stop_group(proc, 20)

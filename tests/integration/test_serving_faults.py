@@ -35,6 +35,7 @@ from pipeline.config import paths
 from pipeline.registry import versions
 from pipeline.serving.app import create_app
 from tests.conftest import clone_built, run_env
+from tests.helpers import stop_group
 
 pytestmark = pytest.mark.integration
 
@@ -111,12 +112,7 @@ def live(built_project, tmp_path_factory):
             time.sleep(0.5)
         yield Live(root, base, proc, _users(root, 20))
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc, 20)
 
 
 @dataclass
