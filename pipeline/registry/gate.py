@@ -61,7 +61,8 @@ def decide(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> di
     paired test}. Rules, in order: the candidate must clear min_delta with the lower end of its
     interval over the champion (over popularity when there is none); an unchanged rerun of the
     champion is refused even then; recall and coverage may not drop by more than their
-    guardrails. A first candidate that does not clear popularity makes popularity the champion.
+    guardrails. A first candidate that does not clear popularity, or fails the cold-start
+    guardrail, makes popularity the champion.
     """
     p = f"precision@{ev['k']}"
     r = f"recall@{ev['k']}"
@@ -100,6 +101,11 @@ def decide(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> di
                 "reason": f"guardrail: coverage {cand['coverage']:.4f} dropped more than "
                           f"{gate.max_coverage_drop} below {champ['coverage']:.4f} ({head})"}
     cold = cold_guardrail(ev, gate)
+    if cold and not champ:
+        # the floor: serving must have a champion after any successful run
+        return {"promote": POPULARITY, "test": test,
+                "reason": f"popularity is the floor: the candidate failed the cold-start {cold} "
+                          f"({head}); popularity becomes the champion"}
     if cold:
         return {"promote": None, "test": test, "reason": f"{cold} ({head})"}
     return {"promote": CANDIDATE, "test": test,

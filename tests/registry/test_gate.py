@@ -151,3 +151,14 @@ def test_cold_start_guardrail_on_the_replay_segment(cold, promoted):
     assert d["promote"] == promoted
     if promoted is None:
         assert "guardrail: cold users with revealed events" in d["reason"]
+
+
+def test_a_first_candidate_refused_by_the_cold_guardrail_leaves_popularity_the_champion():
+    """With no champion yet, the floor still gets promoted: serving always has a model."""
+    a, b = users_precision(0.3, 1), users_precision(0.2, 2)
+    seg = {"candidate": {"cold_revealed": {"precision@10": 0.15}},
+           "popularity": {"cold_revealed": {"precision@10": 0.25}}}
+    d = decide(ev((0.3, 0.2, 0.5), None, segments=seg), {"candidate": a, "popularity": b},
+               GATE.model_copy(update={"max_cold_drop": 0.02}))
+    assert d["promote"] == "popularity" and "\n" not in d["reason"]
+    assert d["reason"].startswith("popularity is the floor: the candidate failed the cold-start")
