@@ -133,7 +133,7 @@ class SplitParams(_Frozen):
 
 
 #: the learned families that can compete with popularity (always there: the floor)
-Family = Literal["lightfm", "als", "ease"]
+Family = Literal["lightfm", "als", "ease", "blend"]
 
 
 class SearchParams(_Frozen):
@@ -214,9 +214,16 @@ class EASEParams(_Frozen):
     max_items: int = Field(5000, gt=0)   # a dense items × items matrix: skipped above this
 
 
+class BlendParams(_Frozen):
+    """The blend family's weights: a simplex grid of this step over the tuned families."""
+
+    step: float = Field(0.1, gt=0, le=0.5)
+
+
 class BaselineParams(_Frozen):
     als: ALSParams = ALSParams()
     ease: EASEParams = EASEParams()
+    blend: BlendParams = BlendParams()
 
 
 class TargetParams(_Frozen):
