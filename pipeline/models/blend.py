@@ -211,8 +211,7 @@ class Blend(RecommenderBase):
         self.similar_from = meta.get("similar_from")
         self.token_edges = meta.get("token_edges", {})
 
-    def save(self, directory: Path, extra: dict | None = None) -> None:
-        super().save(directory, extra)
+    def _save_parts(self, directory: Path) -> None:
         root = directory / COMPONENTS_DIR
         shutil.rmtree(root, ignore_errors=True)
         edges = getattr(self, "token_edges", {})
@@ -221,9 +220,7 @@ class Blend(RecommenderBase):
             epochs = self.components_config[name]["config"].get("epochs")
             m.save(root / name, extra={"best_epoch": epochs} if epochs else None)
 
-    @classmethod
-    def load(cls, directory: Path) -> Self:
-        self = super().load(directory)
+    def _load_parts(self, directory: Path) -> None:
         parts = {}
         for name, spec in self.components_config.items():
             sub = directory / COMPONENTS_DIR / name
@@ -231,11 +228,10 @@ class Blend(RecommenderBase):
             if family is None or family.FORMAT != spec["format"]:
                 raise ArtifactError(f"{sub}: not the {spec['format']} component the blend names")
             parts[name] = family.load(sub)
-        ids = self.item_ids
+        ids = list(self.item_ids)
         self._attach(parts)
-        if list(self.item_ids) != list(ids):
+        if list(self.item_ids) != ids:
             raise ArtifactError(f"{directory}: its components' items are not the blend's")
-        return self
 
 
 def combine(parts: dict[str, np.ndarray], weights: dict[str, float],
