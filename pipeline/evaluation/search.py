@@ -7,7 +7,7 @@ then refitted on all of train (fit part + validation), the data the holdout is j
   tokens at each ``token_weight``) at the model's own hyperparameters, so tokens that do not
   help are switched off by validation; then the hyperparameter grid (or a seeded random draw
   from it) with the winning set. Each trial early-stops on the validation slice; no trial
-  starts once ``budget_seconds`` have passed.
+  starts once ``budget_seconds`` (CPU or wall, ``budget_clock``) have passed.
 - **ALS**: the grid ``baselines.als`` factors × regularization × alpha.
 - **EASE**: each λ of ``baselines.ease.regularization``, one Gram matrix for all, only when the
   catalogue has at most ``baselines.ease.max_items`` items.
@@ -58,7 +58,8 @@ log = logging.getLogger("recflow.search")
 
 POPULARITY = "popularity"
 #: the LightFM hyperparameters ``model.search`` may list
-HYPER_KEYS = ("no_components", "learning_rate", "max_sampled", "item_alpha", "user_alpha")
+HYPER_KEYS = ("no_components", "learning_rate", "max_sampled", "item_alpha", "user_alpha",
+              "user_identity", "session_items")
 #: what a failed trial may raise (LightFM: "Not all estimated parameters are finite"; a
 #: singular solve; a matrix too large for memory): recorded, the search goes on
 TRIAL_ERRORS = (ValueError, ArithmeticError, MemoryError)
@@ -232,13 +233,17 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
     blend's)."""
     mine: list[Trial] = []
     best: tuple[Trial, ModelParams, LightFMRecommender, list[dict]] | None = None
+    cpu = m.search.budget_clock == "cpu"
+    start = time.process_time() if cpu else t0
 
     def run(cfgs: list[ModelParams], first_free: bool) -> None:
         nonlocal best
         for n, cfg in enumerate(cfgs):
-            if (n or not first_free) and time.perf_counter() - t0 > m.search.budget_seconds:
+            spent = (time.process_time() if cpu else time.perf_counter()) - start
+            if (n or not first_free) and spent > m.search.budget_seconds:
                 skipped["lightfm"] = (f"{len(cfgs) - n} trial(s) not started: "
-                                      f"model.search.budget_seconds {m.search.budget_seconds} passed")
+                                      f"model.search.budget_seconds {m.search.budget_seconds} "
+                                      f"({m.search.budget_clock}) passed")
                 return
             trial, model, curve = _lightfm_trial(cfg, fit_part, validation, utok, itok, k,
                                                  history, vs)
