@@ -201,9 +201,15 @@ def _family(r: dict) -> str:
 
 def goals(name: str, rows: list[dict]) -> str:
     scored = [r for r in rows if "p" in r]
-    promoted = next(r for r in scored if r["family"].startswith("promoted:"))
+    promoted = next((r for r in scored if r["family"].startswith("promoted:")), None)
     lightfm = next((r for r in scored if r["family"] == "lightfm"), None)
     best_row = max(r["p"] for r in scored)
+    if promoted is None:
+        out = [f"{name}: nothing promoted (the gate refused; see its line above) → MISSED"]
+        if lightfm:
+            out.append(f"{name}: LightFM alone {lightfm['p']:.4f} = ×{lightfm['p'] / best_row:.3f} of "
+                       f"the best row → {'met' if lightfm['p'] >= 0.95 * best_row else 'MISSED'}")
+        return "\n".join(out)
     best_other = max(r["p"] for r in scored if _family(r) != _family(promoted))
     singles = [r["p"] for r in scored if r["family"] in ("popularity", "docs", "als", "ease", "lightfm")]
     best_single = max(singles)
@@ -246,7 +252,7 @@ def main() -> int:
         print(table(name, rows, info), flush=True)
         lines.append(goals(name, rows))
         if name == "ml-l10o":
-            promoted = next(r for r in rows if r["family"].startswith("promoted:"))
+            promoted = next((r for r in rows if r["family"].startswith("promoted:")), {"p": 0.0})
             lines.append(f"ml-l10o: promoted {promoted['p']:.4f} vs the 0.197 EASE bar → "
                          f"{'met' if promoted['p'] >= 0.197 else 'MISSED'}; search "
                          f"{info['search_s']:.0f} s wall, {info['search_cpu_s']:.0f} s CPU → "
