@@ -58,7 +58,7 @@ def _stage(stage: Stage) -> Callable[[argparse.Namespace], int]:
                              for m in MODELS if result.get(m))
         if name == "train":
             line = (f"chosen on validation: {result['chosen']} ({result['metric']}: "
-                    + ", ".join(f"{f} {result[f]:.4f}" for f in ("lightfm", "als", "ease", "popularity")
+                    + ", ".join(f"{f} {result[f]:.4f}" for f in ("lightfm", "als", "ease", "blend", "popularity")
                                 if result.get(f) is not None)
                     + f"); {result['trials']} trials"
                     + "".join(f"; {f} skipped: {why}" for f, why in result["skipped"].items()))

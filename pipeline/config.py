@@ -133,7 +133,7 @@ class SplitParams(_Frozen):
 
 
 #: the learned families that can compete with popularity (always there: the floor)
-Family = Literal["lightfm", "als", "ease"]
+Family = Literal["lightfm", "als", "ease", "blend"]
 
 
 class SearchParams(_Frozen):
@@ -141,12 +141,15 @@ class SearchParams(_Frozen):
     holdout): first the feature sets (``tokens`` × ``token_weight``) at the model's own
     hyperparameters, then the hyperparameter grid with the winning feature set. An empty list
     keeps ``model.<key>``. ``grid`` runs every combination in order, ``random`` a seeded draw
-    of ``trials`` of them; no trial starts after ``budget_seconds``."""
+    of ``trials`` of them; no trial starts after ``budget_seconds`` of ``budget_clock``:
+    ``cpu`` (this process's CPU time, the work done: on a shared machine the same search runs
+    the same trials whatever the load) or ``wall``."""
 
     strategy: Literal["grid", "random"] = "grid"
     trials: int = Field(8, gt=0)
     seed: int = 42
     budget_seconds: float = Field(600.0, gt=0)
+    budget_clock: Literal["cpu", "wall"] = "cpu"
     tokens: tuple[Literal["none", "users", "items", "all"], ...] = Field(
         ("none", "all"), min_length=1)
     token_weight: tuple[Annotated[float, Field(gt=0)], ...] = (0.25, 1.0)
@@ -155,6 +158,8 @@ class SearchParams(_Frozen):
     max_sampled: tuple[Annotated[int, Field(gt=0)], ...] = ()
     item_alpha: tuple[Annotated[float, Field(ge=0)], ...] = ()
     user_alpha: tuple[Annotated[float, Field(ge=0)], ...] = ()
+    user_identity: tuple[bool, ...] = ()
+    session_items: tuple[Annotated[int, Field(ge=0)], ...] = ()
 
 
 class ModelParams(_Frozen):
@@ -214,9 +219,16 @@ class EASEParams(_Frozen):
     max_items: int = Field(5000, gt=0)   # a dense items × items matrix: skipped above this
 
 
+class BlendParams(_Frozen):
+    """The blend family's weights: a simplex grid of this step over the tuned families."""
+
+    step: float = Field(0.1, gt=0, le=0.5)
+
+
 class BaselineParams(_Frozen):
     als: ALSParams = ALSParams()
     ease: EASEParams = EASEParams()
+    blend: BlendParams = BlendParams()
 
 
 class TargetParams(_Frozen):

@@ -45,7 +45,7 @@ def render(n_samples: int = 3) -> str:
         fam = r.get("candidate_family")
         line = (f"precision@{k}            : model{f' ({fam})' if fam else ''} "
                 f"{r['candidate'][f'precision@{k}']:.4f}  vs popularity {r['popularity'][f'precision@{k}']:.4f}")
-        for f, shown in (("lightfm", "LightFM"), ("als", "ALS"), ("ease", "EASE")):
+        for f, shown in (("lightfm", "LightFM"), ("als", "ALS"), ("ease", "EASE"), ("blend", "blend")):
             if r.get(f) and f != fam:
                 line += f"  vs {shown} {r[f][f'precision@{k}']:.4f}"
         if r.get("champion"):

@@ -20,7 +20,7 @@ from pipeline.evaluation.holdout import PLOT_KS, headline
 from pipeline.io import atomic_dir, read_json, write_csv, write_json, write_parquet
 
 #: the families train tunes and leaves in ``models/families/`` (evaluate scores each)
-FAMILIES = ("lightfm", "als", "ease", "popularity")
+FAMILIES = ("lightfm", "als", "ease", "blend", "popularity")
 MODELS = ("candidate", "champion", *FAMILIES)
 
 

@@ -7,10 +7,12 @@ then refitted on all of train (fit part + validation), the data the holdout is j
   tokens at each ``token_weight``) at the model's own hyperparameters, so tokens that do not
   help are switched off by validation; then the hyperparameter grid (or a seeded random draw
   from it) with the winning set. Each trial early-stops on the validation slice; no trial
-  starts once ``budget_seconds`` have passed.
+  starts once ``budget_seconds`` (CPU or wall, ``budget_clock``) have passed.
 - **ALS**: the grid ``baselines.als`` factors × regularization × alpha.
 - **EASE**: each λ of ``baselines.ease.regularization``, one Gram matrix for all, only when the
   catalogue has at most ``baselines.ease.max_items`` items.
+- **blend** (when listed): weights over the families above, chosen on the validation slice
+  from their validation fits (:mod:`pipeline.evaluation.blend`); its model is their refits.
 - **popularity**: the floor; a learned family must beat it on validation to be the candidate.
 
 A trial that fails (a diverging learning rate, a singular solve) is recorded with its error;
@@ -21,6 +23,7 @@ with one line (:class:`~pipeline.errors.DataError`) before anything is written.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +35,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.columns import Columns as C
-from pipeline.config import ALSParams, EASEParams, ModelParams, Params
+from pipeline.config import ALSParams, BlendParams, EASEParams, ModelParams, Params
 from pipeline.errors import DataError
+from pipeline.evaluation import blend
 from pipeline.evaluation.fingerprint import inputs_sha256, write_artifact
 from pipeline.evaluation.validation import (
     ValidationSlice,
@@ -45,6 +49,7 @@ from pipeline.evaluation.validation import (
 from pipeline.io import atomic_dir, link_or_copy, write_json
 from pipeline.models.als import ALS
 from pipeline.models.base import History, RecommenderBase, TokenMap
+from pipeline.models.blend import Blend
 from pipeline.models.ease import EASE, gram
 from pipeline.models.hybrid import LightFMRecommender
 from pipeline.models.popularity import Popularity, catalogue
@@ -53,7 +58,8 @@ log = logging.getLogger("recflow.search")
 
 POPULARITY = "popularity"
 #: the LightFM hyperparameters ``model.search`` may list
-HYPER_KEYS = ("no_components", "learning_rate", "max_sampled", "item_alpha", "user_alpha")
+HYPER_KEYS = ("no_components", "learning_rate", "max_sampled", "item_alpha", "user_alpha",
+              "user_identity", "session_items")
 #: what a failed trial may raise (LightFM: "Not all estimated parameters are finite"; a
 #: singular solve; a matrix too large for memory): recorded, the search goes on
 TRIAL_ERRORS = (ValueError, ArithmeticError, MemoryError)
@@ -85,6 +91,8 @@ class Tuned:
     model: RecommenderBase
     extra: dict = field(default_factory=dict)    # what the artifact keeps (best epoch, curve)
     refit_seconds: float = 0.0
+    #: the best trial's model as fitted on the fit part (kept for the blend only, then dropped)
+    validation_model: RecommenderBase | None = None
 
 
 @dataclass
@@ -218,19 +226,24 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
                  trials: list[Trial], skipped: dict[str, str],
                  on_trial: Callable[[Trial], None] | None = None,
                  history: History | None = None, full_history: History | None = None,
-                 vs: ValidationSlice | None = None) -> Tuned:
+                 vs: ValidationSlice | None = None, keep: bool = False) -> Tuned:
     """Feature sets, then the hyperparameter grid with the winning set; the best trial
     refitted on all of ``train`` for its best epoch count (``model.refit``), else kept as
-    fitted on the fit part."""
+    fitted on the fit part. ``keep``: also return the best trial's fit-part model (the
+    blend's)."""
     mine: list[Trial] = []
     best: tuple[Trial, ModelParams, LightFMRecommender, list[dict]] | None = None
+    cpu = m.search.budget_clock == "cpu"
+    start = time.process_time() if cpu else t0
 
     def run(cfgs: list[ModelParams], first_free: bool) -> None:
         nonlocal best
         for n, cfg in enumerate(cfgs):
-            if (n or not first_free) and time.perf_counter() - t0 > m.search.budget_seconds:
+            spent = (time.process_time() if cpu else time.perf_counter()) - start
+            if (n or not first_free) and spent > m.search.budget_seconds:
                 skipped["lightfm"] = (f"{len(cfgs) - n} trial(s) not started: "
-                                      f"model.search.budget_seconds {m.search.budget_seconds} passed")
+                                      f"model.search.budget_seconds {m.search.budget_seconds} "
+                                      f"({m.search.budget_clock}) passed")
                 return
             trial, model, curve = _lightfm_trial(cfg, fit_part, validation, utok, itok, k,
                                                  history, vs)
@@ -247,6 +260,7 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
     _best("lightfm", mine)   # raises when every trial failed
     assert best is not None
     trial, cfg, model, curve = best
+    fitted = model
     t1 = time.perf_counter()
     if cfg.refit:
         model = refit_lightfm(cfg, trial.best_epoch or 1, train,
@@ -255,7 +269,7 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
     return Tuned("lightfm", trial, model, {"best_epoch": trial.best_epoch, "curve": curve,
                                            "report": {"best_epoch": trial.best_epoch,
                                                       "refit": cfg.refit}},
-                 time.perf_counter() - t1)
+                 time.perf_counter() - t1, validation_model=fitted if keep else None)
 
 
 # ---- the other families -------------------------------------------------------------------
@@ -265,38 +279,83 @@ def als_configs(p: ALSParams) -> list[dict]:
             for f, r, a in product(p.factors, p.regularization, p.alpha)]
 
 
+def _keeping(kept: dict, keep: bool, model: RecommenderBase, vs: ValidationSlice, k: int
+             ) -> tuple[float, None]:
+    """Validation precision of ``model``; with ``keep``, the best so far stays in ``kept``."""
+    prec = validation_precision(model, vs, k)
+    if keep and prec > kept.get("precision", -1.0):
+        kept.update(precision=prec, model=model)
+    return prec, None
+
+
 def tune_als(p: ALSParams, fit_part: pd.DataFrame, vs: ValidationSlice, train: pd.DataFrame,
-             k: int, trials: list[Trial]) -> Tuned:
-    """The ALS grid on the validation slice; the best setting refitted on all of train."""
-    mine = []
+             k: int, trials: list[Trial], keep: bool = False) -> Tuned:
+    """The ALS grid on the validation slice; the best setting refitted on all of train
+    (``keep``: the best trial's model too, for the blend)."""
+    mine: list[Trial] = []
+    kept: dict = {}
     part = trial_pairs(fit_part, vs.users, p.tune_users, p.seed)   # a sample on large data
     for cfg in als_configs(p):
         shown = {key: cfg[key] for key in ("factors", "regularization", "alpha")}
         mine.append(_run(Trial("als", shown),
-                         lambda cfg=cfg: (validation_precision(ALS(**cfg).fit(part), vs, k), None)))
+                         lambda cfg=cfg: _keeping(kept, keep, ALS(**cfg).fit(part), vs, k)))
     trials.extend(mine)
     best = _best("als", mine)
     t1 = time.perf_counter()
     model = ALS(**als_configs(p)[mine.index(best)]).fit(train)
-    return Tuned("als", best, model, refit_seconds=time.perf_counter() - t1)
+    return Tuned("als", best, model, refit_seconds=time.perf_counter() - t1,
+                 validation_model=kept.get("model"))
 
 
 def tune_ease(p: EASEParams, fit_part: pd.DataFrame, vs: ValidationSlice, train: pd.DataFrame,
-              k: int, trials: list[Trial]) -> Tuned:
+              k: int, trials: list[Trial], keep: bool = False) -> Tuned:
     """Each λ on the validation slice (one Gram matrix of the fit part for all of them); the
-    best refitted on all of train."""
+    best refitted on all of train (``keep``: the best trial's model too, for the blend — one
+    more items × items matrix held)."""
     items = catalogue(fit_part, C.item)
     g = gram(fit_part, items)
-    mine = []
+    mine: list[Trial] = []
+    kept: dict = {}
     for lam in p.regularization:
-        mine.append(_run(Trial("ease", {"regularization": lam}), lambda lam=lam, g=g: (
-            validation_precision(EASE(lam).fit(fit_part, gram_matrix=g), vs, k), None)))
+        mine.append(_run(Trial("ease", {"regularization": lam}), lambda lam=lam, g=g: _keeping(
+            kept, keep, EASE(lam).fit(fit_part, gram_matrix=g), vs, k)))
     del g   # before the refit builds the Gram matrix of all of train
     trials.extend(mine)
     best = _best("ease", mine)
     t1 = time.perf_counter()
     model = EASE(best.setting["regularization"]).fit(train)
-    return Tuned("ease", best, model, refit_seconds=time.perf_counter() - t1)
+    return Tuned("ease", best, model, refit_seconds=time.perf_counter() - t1,
+                 validation_model=kept.get("model"))
+
+
+def tune_blend(p: BlendParams, tuned: dict[str, Tuned], vs: ValidationSlice, k: int,
+               trials: list[Trial], skipped: dict[str, str], utok: TokenMap,
+               history: History | None, memory_mb: int | None) -> Tuned | None:
+    """Weights over the tuned families' validation fits (:func:`blend.weigh`), every grid
+    point a trial; the model blends their refits (nothing is fitted here). None, with the
+    reason in ``skipped``, when fewer than two families were tuned or validation puts all the
+    weight on one of them (that family alone is then the same model)."""
+    parts = {f: t.validation_model for f, t in tuned.items() if t.validation_model is not None}
+    if len(parts) < 2:
+        skipped["blend"] = f"needs two tuned families (tuned: {', '.join(sorted(parts)) or 'none'})"
+        return None
+    reads = any(m.config().get("user_features") for m in parts.values())
+    w = blend.weigh(parts, vs, k, p.step, utok if reads else None, history, memory_mb)
+    share = w.seconds / len(w.grid)
+    mine = [Trial("blend", point, prec, share) for point, prec in zip(w.grid, w.precision,
+                                                                      strict=True)]
+    trials.extend(mine)
+    best = mine[w.best]
+    if max(best.setting.values()) >= 1.0:
+        alone = max(best.setting, key=best.setting.__getitem__)
+        skipped["blend"] = f"validation put all the weight on {alone}"
+        return None
+    configs = {f: {**tuned[f].model.config(),
+                   **({"epochs": tuned[f].extra["best_epoch"]}
+                      if tuned[f].extra.get("best_epoch") else {})} for f in parts}
+    model = Blend.of({f: tuned[f].model for f in parts}, best.setting, configs)
+    return Tuned("blend", best, model, {"report": {"weights": model.weights,
+                                                   "similar_from": model.similar_from}})
 
 
 def select(params: Params, fit_part: pd.DataFrame, validation: pd.DataFrame,
@@ -318,11 +377,14 @@ def select(params: Params, fit_part: pd.DataFrame, validation: pd.DataFrame,
     trials: list[Trial] = []
     tuned: dict[str, Tuned] = {}
     skipped: dict[str, str] = {}
+    keep = "blend" in params.model.families   # the blend reuses each family's validation fit
     for family in params.model.families:
+        if family == "blend":
+            continue
         if family == "lightfm":
             tuned[family] = tune_lightfm(params.model, fit_part, validation, train, utok, itok,
                                          k, t0, trials, skipped, on_trial, history, full_history,
-                                         vs)
+                                         vs, keep)
             continue
         n_items = train[C.item].nunique()
         if family == "ease" and n_items > params.baselines.ease.max_items:
@@ -331,9 +393,20 @@ def select(params: Params, fit_part: pd.DataFrame, validation: pd.DataFrame,
             log.info("EASE skipped: %s", skipped[family])
             continue
         before = len(trials)
-        tuned[family] = (tune_als(params.baselines.als, fit_part, vs, train, k, trials)
+        tuned[family] = (tune_als(params.baselines.als, fit_part, vs, train, k, trials, keep)
                          if family == "als" else
-                         tune_ease(params.baselines.ease, fit_part, vs, train, k, trials))
+                         tune_ease(params.baselines.ease, fit_part, vs, train, k, trials, keep))
+        for t in trials[before:]:
+            if on_trial:
+                on_trial(t)
+    if keep:
+        before = len(trials)
+        b = tune_blend(params.baselines.blend, tuned, vs, k, trials, skipped, utok, history,
+                       params.evaluate.memory_mb)
+        for t in tuned.values():
+            t.validation_model = None
+        if b is not None:
+            tuned["blend"] = b
         for t in trials[before:]:
             if on_trial:
                 on_trial(t)
@@ -367,4 +440,7 @@ def save(sel: Selection, families: Path, candidate: Path, train: pd.DataFrame,
                 write_json(tmp / f / "curve.json", t.extra["curve"])
     with atomic_dir(candidate) as tmp:
         for file in sorted((families / sel.chosen).iterdir()):
-            link_or_copy(file, tmp / file.name)
+            if file.is_dir():   # a blend's components
+                shutil.copytree(file, tmp / file.name, copy_function=link_or_copy)
+            else:
+                link_or_copy(file, tmp / file.name)

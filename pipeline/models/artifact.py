@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.models import als, ease, hybrid, popularity  # noqa: F401 - each family registers itself
+from pipeline.models import als, blend, ease, hybrid, popularity  # noqa: F401 - each family registers itself
 from pipeline.models.base import FAMILIES, ArtifactError, RecommenderBase, read_meta
 
 

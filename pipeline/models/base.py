@@ -146,6 +146,7 @@ class RecommenderBase:
         np.savez(directory / ARRAYS_FILE, **{k: getattr(self, k) for k in self._arrays()})
         meta = {"format": self.FORMAT, "config": self.config(), **self._meta(), **(extra or {})}
         (directory / META_FILE).write_text(json.dumps(meta))
+        self._save_parts(directory)
 
     @classmethod
     def load(cls, directory: Path) -> Self:
@@ -161,9 +162,16 @@ class RecommenderBase:
             if k in arrays:
                 setattr(self, k, arrays[k])
         self._restore(meta)
+        self._load_parts(directory)
         self.meta = meta
         self.is_fitted = True
         return self
+
+    def _save_parts(self, directory: Path) -> None:
+        """Artifacts of sub-models inside ``directory`` (a blend's components); none here."""
+
+    def _load_parts(self, directory: Path) -> None:
+        """Read what :meth:`_save_parts` wrote."""
 
 
 class UserRowsModel(RecommenderBase):

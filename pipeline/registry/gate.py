@@ -157,6 +157,6 @@ def decision(ev: dict, per_user: Mapping[str, np.ndarray], gate: GateParams) -> 
         "champion_scoring": ev.get("champion_scoring"),
         "popularity": ev[POPULARITY],
         "als": ev.get("als"),
-        "families": {f: ev[f] for f in ("lightfm", "als", "ease") if ev.get(f)},
+        "families": {f: ev[f] for f in ("lightfm", "als", "ease", "blend") if ev.get(f)},
         "version": None,
     }

@@ -61,7 +61,7 @@ def card(params: Params, paths: Paths, ev: dict, record: dict, meta: dict,
         "model": {"family": family(meta.get("format")), "format": meta.get("format"),
                   "promoted_as": which},
         "metrics": ev[which],
-        "baselines": {f: ev[f] for f in ("popularity", "als", "ease", "lightfm") if ev.get(f)},
+        "baselines": {f: ev[f] for f in ("popularity", "als", "ease", "lightfm", "blend") if ev.get(f)},
         "config": meta.get("config"),
         "params": meta.get("config"),   # the model's own configuration, whatever its family
         "inputs_sha256": meta.get("inputs_sha256"),

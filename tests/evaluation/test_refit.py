@@ -21,6 +21,7 @@ from pipeline.features import snapshots
 from pipeline.io import write_json
 from pipeline.models.artifact import load_model
 from pipeline.models.base import FAMILIES
+from pipeline.models.blend import Blend
 from pipeline.models.hybrid import LightFMRecommender
 from pipeline.models.popularity import Popularity
 from pipeline.models.tokens import user_tokens
@@ -79,14 +80,26 @@ def built(tmp_path_factory) -> Paths:
     return paths
 
 
-def judged(paths: Paths, family: type, dest: Path, best_epoch: int = 3) -> Path:
-    """A model of ``family`` (its default configuration, small where it has a size) fitted on
-    the train part with the cutoff features, saved as the train stage saves a candidate."""
+def small_config(family: type) -> dict:
+    """The family's default configuration, small where it has a size."""
     small = {"no_components": 8, "num_threads": 1, "epochs": 6, "factors": 8, "iterations": 3}
     config = {**family.from_config({}).config()}
     config.update({k: v for k, v in small.items() if k in config})
     if "user_features" in config:
         config.update(user_features=["activity", "recency"], item_features=["popularity"])
+    return config
+
+
+def judged(paths: Paths, family: type, dest: Path, best_epoch: int = 3) -> Path:
+    """A model of ``family`` (its default configuration, small where it has a size) fitted on
+    the train part with the cutoff features, saved as the train stage saves a candidate."""
+    if family is Blend:   # LightFM (early stopping's best epoch in its own config) + ALS
+        parts = {f: {"format": c.FORMAT, "config": small_config(c)} for f, c in
+                 (("lightfm", LightFMRecommender), ("als", FAMILIES["recflow-als-v1"]))}
+        parts["lightfm"]["config"]["epochs"] = best_epoch
+        config = Blend(parts, {"lightfm": 0.5, "als": 0.5}).config()
+    else:
+        config = small_config(family)
     data = Data.load(paths)
     utok, itok = config_tokens(config, data.user_features, data.item_features)
     model = family.from_config(config).fit(data.train, utok, itok)
@@ -113,6 +126,10 @@ def test_a_user_and_an_item_of_the_holdout_period_are_warm_for_every_family(buil
     assert type(served) is family and info["pairs"] == len(all_pairs(built.validated_events, PARAMS))
     if "epochs" in served.config():
         assert served.config()["epochs"] == 3         # early stopping's best epoch count
+    if family is Blend:                                # each component refit with its setting
+        assert served.config() == before.config() and set(served.parts) == {"lightfm", "als"}
+        assert served.parts["lightfm"].config()["epochs"] == 3
+        assert all(m.known(LATE_USER) for m in served.parts.values())
     assert not r.directory.exists()                    # the temp folder is gone after use
 
 

@@ -111,14 +111,24 @@ def test_feature_sets_and_the_grid():
     assert len(a) == 4 and len({json.dumps(search._setting(c)) for c in a}) == 4
 
 
-def test_the_budget_stops_new_trials(data):
+@pytest.mark.parametrize("clock", ["cpu", "wall"])
+def test_the_budget_stops_new_trials(data, clock):
     train, fit, val, itok = data
     p = PARAMS.model_copy(update={"model": PARAMS.model.model_copy(update={
         "families": ("lightfm",),
-        "search": PARAMS.model.search.model_copy(update={"budget_seconds": 1e-6})})})
+        "search": PARAMS.model.search.model_copy(update={"budget_seconds": 1e-6,
+                                                         "budget_clock": clock})})})
     sel = search.select(p, fit, val, train, {}, itok)
     assert [t.family for t in sel.trials] == ["lightfm", "popularity"]   # the first one always runs
-    assert "budget_seconds" in sel.skipped["lightfm"]
+    assert "budget_seconds" in sel.skipped["lightfm"] and f"({clock})" in sel.skipped["lightfm"]
+
+
+def test_user_identity_and_session_items_are_search_keys():
+    m = PARAMS.model.model_copy(update={"search": PARAMS.model.search.model_copy(update={
+        "learning_rate": [], "user_identity": [True, False], "session_items": [0, 10]})})
+    got = [(c.user_identity, c.session_items) for c in search.hyper_grid(m)]
+    assert got == [(True, 0), (True, 10), (False, 0)]       # the base (False, 10) is not repeated
+    assert all("user_identity" in search._setting(c) for c in search.hyper_grid(m))
 
 
 def test_ease_is_skipped_above_max_items(data):

@@ -1,4 +1,4 @@
-"""One contract suite run against every model: LightFM hybrid, ALS, EASE, popularity.
+"""One contract suite run against every model: LightFM hybrid, ALS, EASE, popularity, a blend.
 
 The fixture is a checkerboard: even users like even items, odd users like odd items, so the
 right recommendations are obvious and a personalised model must find them.
@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.columns import Columns as C
 from pipeline.models.als import ALS
+from pipeline.models.blend import Blend
 from pipeline.models.ease import EASE, ease_weights
 from pipeline.config import ModelParams
 from pipeline.evaluation.validation import fit_early_stopping
@@ -28,8 +29,12 @@ MODELS = {
     "als": lambda: ALS(factors=4, regularization=0.01, iterations=10, num_threads=1),
     "ease": lambda: EASE(regularization=1.0),
     "popularity": lambda: Popularity(),
+    "blend": lambda: Blend({"als": {"format": ALS.FORMAT, "config": ALS(
+                               factors=4, regularization=0.01, iterations=10, num_threads=1).config()},
+                            "ease": {"format": EASE.FORMAT, "config": EASE(1.0).config()}},
+                           {"als": 0.4, "ease": 0.6}),
 }
-PERSONALISED = ("lightfm", "als", "ease")
+PERSONALISED = ("lightfm", "als", "ease", "blend")
 
 
 def checkerboard() -> tuple[pd.DataFrame, pd.DataFrame]:
