@@ -98,11 +98,46 @@ def summarise(r: _loadgen.Result) -> dict:
     return out
 
 
-def timed(host: str, port: int, reqs: list[bytes], c: int, n: int) -> tuple[dict, float]:
-    """(summary, load generator CPU as a share of one core over the run)."""
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        q = todo.pop()
+        out.append(q)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{q}/task/{q}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for q in pids:
+        try:
+            f = Path(f"/proc/{q}/stat").read_text().rsplit(")", 1)[1].split()
+            out[q] = (int(f[11]) + int(f[12])) / tick  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def timed(host: str, port: int, reqs: list[bytes], c: int, n: int, server: int | None = None
+          ) -> tuple[dict, float]:
+    """(summary, load generator CPU as a share of one core over the run); with ``server`` (a
+    pid) the summary's ``server_cpu`` lists each busy server process's share of a core."""
+    pids = _tree(server) if server else []
+    s0 = _cpu_seconds(pids)
     cpu0, t0 = time.process_time(), time.perf_counter()
     r = _loadgen.run(host, port, reqs, c, n)
-    return summarise(r), (time.process_time() - cpu0) / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    out = summarise(r)
+    if server:
+        s1 = _cpu_seconds(pids)
+        shares = sorted(((s1[q] - s0[q]) / wall for q in s1 if q in s0), reverse=True)
+        out["server_cpu"] = [x for x in shares if x >= 0.02]
+    return out, (time.process_time() - cpu0) / wall
 
 
 def product_goals(root: Path, users: list[str], n: int, host: str = "127.0.0.1") -> list[str]:
@@ -137,14 +172,14 @@ def product_goals(root: Path, users: list[str], n: int, host: str = "127.0.0.1")
                     rows.append((f"{name} #{rnd + 1}", c, res, cpu))
         res, cpu = timed(host, port, sim, 1, n)
         rows.append(("(e) /items/{id}/similar (k=10)", 1, res, cpu))
-        res, cpu = timed(host, port, plain, 32, n)
+        res, cpu = timed(host, port, plain, 32, n, srv.pid)
         rows.append(("(f) /recommendations, 1 worker", 32, res, cpu))
     finally:
         stop(srv)
     srv, port = serve(2)
     try:
         _loadgen.run(host, port, plain, 32, 600)
-        res, cpu = timed(host, port, plain, 32, n)
+        res, cpu = timed(host, port, plain, 32, n, srv.pid)
         rows.append(("(f) /recommendations, 2 workers", 32, res, cpu))
     finally:
         stop(srv)
@@ -169,12 +204,13 @@ def product_goals(root: Path, users: list[str], n: int, host: str = "127.0.0.1")
              f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
              "(other work runs on the machine: compare ratios)\n",
              "| path | concurrency | p50 ms | p99 ms | req/s | errors | load generator CPU "
-             "| server lookup + scoring ms (p50) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| server CPU per process | server lookup + scoring ms (p50) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, c, r, cpu in rows:
         st = f"{r['lookup'] + r['scoring']:.2f}" if "scoring" in r else ""
+        sc = " + ".join(f"{x:.0%}" for x in r.get("server_cpu", []))
         lines.append(f"| {name} | {c} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | "
-                     f"{r['errors']} | {cpu:.0%} | {st} |")
+                     f"{r['errors']} | {cpu:.0%} | {sc} | {st} |")
     by: dict[tuple[str, int], list[dict]] = {}
     for name, c, r, _ in rows:
         by.setdefault((name.split(" #")[0], c), []).append(r)

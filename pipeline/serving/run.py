@@ -5,14 +5,27 @@ polls its pointer (so a promotion or ``/admin/reload`` reaches every worker with
 ``serving.reload_poll_seconds``). prometheus-client's multi-process folder is emptied and
 named in the environment *before* any worker imports the client, so ``/metrics`` on any worker
 sums every worker's samples. Nothing from the app is imported here for the same reason.
+
+With N > 1 each worker gets **its own listening socket** on the same port (``SO_REUSEPORT``),
+so the kernel spreads new connections over the workers. uvicorn's own ``--workers`` shares one
+socket, and whichever worker wakes first accepts every pending connection (its event loop
+accepts in a loop): under a burst of 32 keep-alive connections one worker served nearly all of
+them and two workers were no faster than one. The sockets stay open in this supervisor, so a
+worker that dies is replaced on the same socket and the connections queued on it wait instead
+of being refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import multiprocessing as mp
 import os
 import shutil
+import signal
+import socket
 import sys
+import time
 
 from pipeline.config import load_params
 from pipeline.config import paths as project_paths
@@ -45,9 +58,80 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline import logs
 
     logs.setup(p.logs)
-    uvicorn.run("pipeline.serving.app:app_from_env", factory=True, workers=workers,
-                host=args.host or sp.host, port=args.port or sp.port, log_level="warning",
-                access_log=False)
+    host, port = args.host or sp.host, args.port or sp.port
+    if workers == 1:
+        uvicorn.run(APP, factory=True, host=host, port=port, log_level="warning", access_log=False)
+        return 0
+    return supervise(workers, host, port)
+
+
+APP = "pipeline.serving.app:app_from_env"
+log = logging.getLogger("recflow.serving")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket of its own for one worker, sharing the port (``SO_REUSEPORT``)."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((host, port))
+    s.listen(2048)
+    return s
+
+
+def _worker(sock: socket.socket) -> None:  # in a spawned child
+    import uvicorn
+
+    from pipeline import logs
+    from pipeline.config import paths as project_paths
+
+    logs.setup(project_paths().logs)
+    config = uvicorn.Config(APP, factory=True, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def supervise(workers: int, host: str, port: int) -> int:
+    """Start ``workers`` uvicorn processes, one socket each; replace one that dies; stop them
+    all on SIGINT / SIGTERM (each finishes its requests: uvicorn's graceful shutdown)."""
+    try:
+        socks = [_listen(host, port) for _ in range(workers)]
+    except OSError as e:
+        sys.stderr.write(f"serve: cannot listen on {host}:{port} ({e.strerror})\n")
+        return 1
+    ctx = mp.get_context("spawn")
+    procs: list = [None] * workers
+    stopping = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.append(True))
+
+    started = [0.0] * workers
+
+    def start(i: int) -> None:
+        procs[i] = ctx.Process(target=_worker, args=(socks[i],), name=f"recflow-worker-{i}")
+        procs[i].start()
+        started[i] = time.monotonic()
+
+    for i in range(workers):
+        start(i)
+    while not stopping:
+        time.sleep(0.2)
+        for i, pr in enumerate(procs):
+            # a worker that cannot start (bad config) is retried at most every 5 s
+            if not stopping and not pr.is_alive() and time.monotonic() - started[i] > 5:
+                log.warning("worker %d (pid %s) exited with %s; starting another", i, pr.pid,
+                            pr.exitcode)
+                start(i)
+    for pr in procs:
+        if pr.is_alive():
+            os.kill(pr.pid, signal.SIGTERM)
+    deadline = time.time() + 15
+    for pr in procs:
+        pr.join(max(0.1, deadline - time.time()))
+        if pr.is_alive():
+            pr.kill()
+            pr.join(5)
+    for s in socks:
+        s.close()
     return 0
 
 
