@@ -7,7 +7,8 @@ Prints markdown tables. (a) is in-process (no HTTP, threads for concurrency);
 (b) and (c) are real servers on loopback, one worker each, driven by benchmarks/_loadgen.py.
 (d)-(g), through `python -m pipeline.serving.run` (what `make serve WORKERS=N` runs): a
 category filter vs the unfiltered call, similar items at concurrency 1, one vs two workers at
-concurrency 32 (with the load generator's own CPU, since it shares the cores), and
+concurrency 32 (with the load generator's own CPU, since it shares the cores, and each server
+process's CPU; also two workers in their own sessions, and uvicorn's own --workers), and
 `recflow export --k 50` (users/s and peak RSS). `--skip-baselines` leaves out (a)-(c).
 The machine may be shared with other work: compare the ratios, measured in the same run.
 """
@@ -152,10 +153,10 @@ def product_goals(root: Path, users: list[str], n: int, host: str = "127.0.0.1")
     share = sum(cat_of.get(i) == cat for i in model_items) / len(model_items)
     rows: list[tuple[str, int, dict, float]] = []
 
-    def serve(workers: int) -> tuple[subprocess.Popen, int]:
+    def serve(workers: int, *extra: str) -> tuple[subprocess.Popen, int]:
         port = free_port()
         return start([sys.executable, "-m", "pipeline.serving.run", "--workers", str(workers),
-                      "--port", str(port)], f"http://{host}:{port}/readyz", root), port
+                      "--port", str(port), *extra], f"http://{host}:{port}/readyz", root), port
 
     plain = [_loadgen.get(f"/recommendations/{u}?k=10", host) for u in users]
     filt = [_loadgen.get(f"/recommendations/{u}?k=10&categories={cat}", host) for u in users]
@@ -181,6 +182,24 @@ def product_goals(root: Path, users: list[str], n: int, host: str = "127.0.0.1")
         _loadgen.run(host, port, plain, 32, 600)
         res, cpu = timed(host, port, plain, 32, n, srv.pid)
         rows.append(("(f) /recommendations, 2 workers", 32, res, cpu))
+    finally:
+        stop(srv)
+    srv, port = serve(2, "--worker-sessions")
+    try:
+        _loadgen.run(host, port, plain, 32, 600)
+        res, cpu = timed(host, port, plain, 32, n, srv.pid)
+        rows.append(("(f) /recommendations, 2 workers, own sessions", 32, res, cpu))
+    finally:
+        stop(srv)
+    # the same two workers started by uvicorn's own --workers: one listening socket shared
+    port = free_port()
+    srv = start([sys.executable, "-m", "uvicorn", "pipeline.serving.app:app_from_env", "--factory",
+                 "--workers", "2", "--host", host, "--port", str(port), "--log-level", "warning",
+                 "--no-access-log"], f"http://{host}:{port}/readyz", root)
+    try:
+        _loadgen.run(host, port, plain, 32, 600)
+        res, cpu = timed(host, port, plain, 32, n, srv.pid)
+        rows.append(("(f) /recommendations, 2 workers, uvicorn --workers (shared socket)", 32, res, cpu))
     finally:
         stop(srv)
 
@@ -231,6 +250,12 @@ def product_goals(root: Path, users: list[str], n: int, host: str = "127.0.0.1")
     one, two = by[("(f) /recommendations, 1 worker", 32)][0], by[("(f) /recommendations, 2 workers", 32)][0]
     lines.append(f"| 2 workers / 1 worker req/s, c=32 | {two['rps'] / one['rps']:.2f}x "
                  f"({two['errors']} errors) | >= 1.3x, 0 errors |")
+    own = by[("(f) /recommendations, 2 workers, own sessions", 32)][0]
+    lines.append(f"| 2 workers in own sessions / 1 worker req/s, c=32 | {own['rps'] / one['rps']:.2f}x "
+                 f"({own['errors']} errors) | (autogroup: a CPU share per worker) |")
+    shared = by[("(f) /recommendations, 2 workers, uvicorn --workers (shared socket)", 32)][0]
+    lines.append(f"| uvicorn --workers 2 / 1 worker req/s, c=32 | {shared['rps'] / one['rps']:.2f}x "
+                 f"({shared['errors']} errors) | (before: one shared socket) |")
     lines.append(f"| export --k 50: users/s (in the loop) | {got.get('users_per_s', '?')} "
                  f"({got.get('users', '?')} users, {wall:.1f} s wall with start-up) | >= 20000 |")
     lines.append(f"| export peak RSS | {rss:.0f} MB | reported |")

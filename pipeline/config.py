@@ -257,6 +257,7 @@ class ServingParams(_Frozen):
     exclude_seen: Literal["all", "recent", "none"] = "all"
     max_candidates: int = Field(10_000, ge=1)
     workers: int = Field(1, ge=1)
+    worker_sessions: bool = False
     export_batch: int = Field(256, ge=1)
     blas_threads: int = Field(1, ge=1)
     cache_first: bool = False

@@ -125,15 +125,25 @@ def _select(vals: np.ndarray, cols: np.ndarray, valid: np.ndarray, kk: int
 def _one_row(row: np.ndarray, kk: int) -> np.ndarray:
     """Columns of the kk best cells of one row, best first, ties by column (as
     :func:`_full_sort`): one partition for the kk-th value, then only the cells at or above
-    it are ranked. -inf cells come last, smallest columns first."""
+    it are ranked. -inf cells (filtered, seen) come last, smallest columns first; they are
+    left out of the partition, which slows down ~15x on a row of mostly equal values."""
     n = len(row)
-    kth = np.partition(row, n - kk)[n - kk]
-    if kth == -np.inf:                                     # fewer than kk finite cells
-        cand = np.flatnonzero(row > -np.inf)
-        fill = np.flatnonzero(row == -np.inf)[:kk - len(cand)]
-    else:
-        cand, fill = np.flatnonzero(row >= kth), np.zeros(0, dtype=np.int64)
-    best = cand[np.lexsort((cand, -row[cand]))][:kk]
+    ok = row > -np.inf
+    n_ok = int(np.count_nonzero(ok))
+    fill = np.flatnonzero(~ok)[:kk - n_ok] if n_ok < kk else np.zeros(0, dtype=np.int64)
+    if n_ok <= kk:
+        cand = np.flatnonzero(ok)
+        vals = row[cand]
+    elif 2 * n_ok >= n:                                    # a few -inf: partition the row
+        kth = np.partition(row, n - kk)[n - kk]
+        cand = np.flatnonzero(row >= kth)
+        vals = row[cand]
+    else:                                                  # mostly -inf (a filter): its cells
+        c0 = np.flatnonzero(ok)
+        v0 = row[c0]
+        top = v0 >= np.partition(v0, n_ok - kk)[n_ok - kk]
+        cand, vals = c0[top], v0[top]
+    best = cand[np.lexsort((cand, -vals))][:kk]
     return np.concatenate([best, fill]) if len(fill) else best
 
 

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, help="worker processes (default: serving.workers)")
     ap.add_argument("--host", help="default: serving.host")
     ap.add_argument("--port", type=int, help="default: serving.port")
+    ap.add_argument("--worker-sessions", action="store_true", default=None,
+                    help="each worker in a session of its own (default: serving.worker_sessions)")
     args = ap.parse_args(argv)
     p = project_paths()
     try:
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if workers == 1:
         uvicorn.run(APP, factory=True, host=host, port=port, log_level="warning", access_log=False)
         return 0
-    return supervise(workers, host, port)
+    own = sp.worker_sessions if args.worker_sessions is None else args.worker_sessions
+    return supervise(workers, host, port, own)
 
 
 APP = "pipeline.serving.app:app_from_env"
@@ -79,20 +82,34 @@ def _listen(host: str, port: int) -> socket.socket:
     return s
 
 
-def _worker(sock: socket.socket) -> None:  # in a spawned child
+def _worker(sock: socket.socket, own_session: bool) -> None:  # in a spawned child
+    import ctypes
+
     import uvicorn
 
     from pipeline import logs
     from pipeline.config import paths as project_paths
 
+    if own_session:
+        os.setsid()
+    try:  # die with the supervisor, even when it is killed with SIGKILL (Linux)
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
     logs.setup(project_paths().logs)
     config = uvicorn.Config(APP, factory=True, log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def supervise(workers: int, host: str, port: int) -> int:
+def supervise(workers: int, host: str, port: int, own_session: bool = False) -> int:
     """Start ``workers`` uvicorn processes, one socket each; replace one that dies; stop them
-    all on SIGINT / SIGTERM (each finishes its requests: uvicorn's graceful shutdown)."""
+    all on SIGINT / SIGTERM (each finishes its requests: uvicorn's graceful shutdown).
+
+    ``own_session``: each worker calls ``setsid``. Linux's autogroup scheduler
+    (``/proc/sys/kernel/sched_autogroup_enabled``) shares the CPU per session, so on a busy
+    machine N workers of one session get one session's share, as one worker would; in their
+    own sessions each gets a share, as separate replicas would. On a machine with nothing
+    else running the two are the same."""
     try:
         socks = [_listen(host, port) for _ in range(workers)]
     except OSError as e:
@@ -107,7 +124,8 @@ def supervise(workers: int, host: str, port: int) -> int:
     started = [0.0] * workers
 
     def start(i: int) -> None:
-        procs[i] = ctx.Process(target=_worker, args=(socks[i],), name=f"recflow-worker-{i}")
+        procs[i] = ctx.Process(target=_worker, args=(socks[i], own_session),
+                               name=f"recflow-worker-{i}")
         procs[i].start()
         started[i] = time.monotonic()
 
