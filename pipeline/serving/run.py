@@ -6,13 +6,14 @@ polls its pointer (so a promotion or ``/admin/reload`` reaches every worker with
 named in the environment *before* any worker imports the client, so ``/metrics`` on any worker
 sums every worker's samples. Nothing from the app is imported here for the same reason.
 
-With N > 1 each worker gets **its own listening socket** on the same port (``SO_REUSEPORT``),
-so the kernel spreads new connections over the workers. uvicorn's own ``--workers`` shares one
-socket, and whichever worker wakes first accepts every pending connection (its event loop
-accepts in a loop): under a burst of 32 keep-alive connections one worker served nearly all of
-them and two workers were no faster than one. The sockets stay open in this supervisor, so a
-worker that dies is replaced on the same socket and the connections queued on it wait instead
-of being refused.
+With N > 1 this module supervises the workers itself (not uvicorn's ``--workers``) for two
+reasons: ``serving.worker_sessions`` (each worker ``setsid``s, see :func:`supervise`: on this
+busy 2-core box two workers in one session got 19% + 17% of a core against one worker's 36%,
+1.2x its throughput; in their own sessions 2.0x), and workers that die with the supervisor
+(``PR_SET_PDEATHSIG``), even when it is SIGKILLed. Each worker listens on its own socket on the
+same port (``SO_REUSEPORT``: the kernel spreads connections; a burst of 32 split 19/13, 20/12,
+17/15, as uvicorn's shared socket did, 16/16, 23/9, 17/15); the sockets stay open here, so a
+worker that dies is replaced on its socket and the connections queued on it wait.
 """
 
 from __future__ import annotations

@@ -606,8 +606,7 @@ def test_two_workers_over_redis_share_pushes_reloads_and_metrics(built_project, 
             base = f"http://127.0.0.1:{port}"
             clients = _pinned_clients(base, 2)
             assert len(clients) == 2, f"two workers did not answer (exit {proc.poll()})"
-            # a burst of connections opened together is spread over both workers (a socket
-            # per worker); one shared socket let the first worker awake accept them all
+            # a burst of connections is spread over both workers (a socket per worker)
             burst = [httpx.Client(base_url=base, timeout=60) for _ in range(16)]
             try:
                 for c in burst:
