@@ -103,6 +103,7 @@ class Recommender:
         self._reader: OnlineReader | None = None
         self._reader_key: tuple = ()
         self._cache_view: bool | None = None  # whether the registry has the exported view
+        self._cache_checked = 0.0
         self.store_error: str | None = None  # why the last online read fell back, if it did
         self.reload_error: str | None = None  # why the last reload() failed, if it did
         if load:
@@ -158,8 +159,13 @@ class Recommender:
         return True
 
     def _has_cache_view(self) -> bool:
-        """Whether the exported top-k view is applied (checked once per champion)."""
-        if self._cache_view is None:
+        """Whether the exported top-k view is applied: once found, until the next champion;
+        while absent, looked for again every ``reload_poll_seconds`` (the first export applies
+        it while the server runs)."""
+        now = time.monotonic()
+        if self._cache_view is None or (not self._cache_view and now - self._cache_checked
+                                        > self.params.serving.reload_poll_seconds):
+            self._cache_checked = now
             try:
                 self.store.get_feature_service(Feast.cached_service, allow_cache=False)
                 self._cache_view = True

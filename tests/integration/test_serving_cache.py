@@ -96,7 +96,7 @@ def test_cache_first_over_redis(built_project, tmp_path, monkeypatch):
 
 
 def test_cache_first_without_an_export_computes(built_project):
-    """No export yet (or a store applied before the view existed): every list is computed."""
+    """No export yet (the view applied by materialize, but empty): every list is computed."""
     u = _users(built_project, 1)[0]
     with TestClient(create_app(built_project, _params(built_project, True))) as c:
         got = c.get(f"/recommendations/{u}?k=10").json()
