@@ -7,7 +7,8 @@ Prints markdown tables. (a) is in-process (no HTTP, threads for concurrency);
 (b) and (c) are real servers on loopback, one worker each, driven by benchmarks/_loadgen.py.
 (d)-(g), through `python -m pipeline.serving.run` (what `make serve WORKERS=N` runs): a
 category filter vs the unfiltered call, similar items at concurrency 1, one vs two workers at
-concurrency 32 (with the load generator's own CPU, since it shares the cores), and
+concurrency 32 (with the load generator's own CPU, since it shares the cores, and each server
+process's CPU; also two workers in their own sessions, and uvicorn's own --workers), and
 `recflow export --k 50` (users/s and peak RSS). `--skip-baselines` leaves out (a)-(c).
 The machine may be shared with other work: compare the ratios, measured in the same run.
 """
@@ -98,11 +99,46 @@ def summarise(r: _loadgen.Result) -> dict:
     return out
 
 
-def timed(host: str, port: int, reqs: list[bytes], c: int, n: int) -> tuple[dict, float]:
-    """(summary, load generator CPU as a share of one core over the run)."""
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        q = todo.pop()
+        out.append(q)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{q}/task/{q}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for q in pids:
+        try:
+            f = Path(f"/proc/{q}/stat").read_text().rsplit(")", 1)[1].split()
+            out[q] = (int(f[11]) + int(f[12])) / tick  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def timed(host: str, port: int, reqs: list[bytes], c: int, n: int, server: int | None = None
+          ) -> tuple[dict, float]:
+    """(summary, load generator CPU as a share of one core over the run); with ``server`` (a
+    pid) the summary's ``server_cpu`` lists each busy server process's share of a core."""
+    pids = _tree(server) if server else []
+    s0 = _cpu_seconds(pids)
     cpu0, t0 = time.process_time(), time.perf_counter()
     r = _loadgen.run(host, port, reqs, c, n)
-    return summarise(r), (time.process_time() - cpu0) / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    out = summarise(r)
+    if server:
+        s1 = _cpu_seconds(pids)
+        shares = sorted(((s1[q] - s0[q]) / wall for q in s1 if q in s0), reverse=True)
+        out["server_cpu"] = [x for x in shares if x >= 0.02]
+    return out, (time.process_time() - cpu0) / wall
 
 
 def product_goals(root: Path, users: list[str], n: int, host: str = "127.0.0.1") -> list[str]:
@@ -117,10 +153,10 @@ def product_goals(root: Path, users: list[str], n: int, host: str = "127.0.0.1")
     share = sum(cat_of.get(i) == cat for i in model_items) / len(model_items)
     rows: list[tuple[str, int, dict, float]] = []
 
-    def serve(workers: int) -> tuple[subprocess.Popen, int]:
+    def serve(workers: int, *extra: str) -> tuple[subprocess.Popen, int]:
         port = free_port()
         return start([sys.executable, "-m", "pipeline.serving.run", "--workers", str(workers),
-                      "--port", str(port)], f"http://{host}:{port}/readyz", root), port
+                      "--port", str(port), *extra], f"http://{host}:{port}/readyz", root), port
 
     plain = [_loadgen.get(f"/recommendations/{u}?k=10", host) for u in users]
     filt = [_loadgen.get(f"/recommendations/{u}?k=10&categories={cat}", host) for u in users]
@@ -137,15 +173,33 @@ def product_goals(root: Path, users: list[str], n: int, host: str = "127.0.0.1")
                     rows.append((f"{name} #{rnd + 1}", c, res, cpu))
         res, cpu = timed(host, port, sim, 1, n)
         rows.append(("(e) /items/{id}/similar (k=10)", 1, res, cpu))
-        res, cpu = timed(host, port, plain, 32, n)
+        res, cpu = timed(host, port, plain, 32, n, srv.pid)
         rows.append(("(f) /recommendations, 1 worker", 32, res, cpu))
     finally:
         stop(srv)
     srv, port = serve(2)
     try:
         _loadgen.run(host, port, plain, 32, 600)
-        res, cpu = timed(host, port, plain, 32, n)
+        res, cpu = timed(host, port, plain, 32, n, srv.pid)
         rows.append(("(f) /recommendations, 2 workers", 32, res, cpu))
+    finally:
+        stop(srv)
+    srv, port = serve(2, "--worker-sessions")
+    try:
+        _loadgen.run(host, port, plain, 32, 600)
+        res, cpu = timed(host, port, plain, 32, n, srv.pid)
+        rows.append(("(f) /recommendations, 2 workers, own sessions", 32, res, cpu))
+    finally:
+        stop(srv)
+    # the same two workers started by uvicorn's own --workers: one listening socket shared
+    port = free_port()
+    srv = start([sys.executable, "-m", "uvicorn", "pipeline.serving.app:app_from_env", "--factory",
+                 "--workers", "2", "--host", host, "--port", str(port), "--log-level", "warning",
+                 "--no-access-log"], f"http://{host}:{port}/readyz", root)
+    try:
+        _loadgen.run(host, port, plain, 32, 600)
+        res, cpu = timed(host, port, plain, 32, n, srv.pid)
+        rows.append(("(f) /recommendations, 2 workers, uvicorn --workers (shared socket)", 32, res, cpu))
     finally:
         stop(srv)
 
@@ -169,12 +223,13 @@ def product_goals(root: Path, users: list[str], n: int, host: str = "127.0.0.1")
              f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
              "(other work runs on the machine: compare ratios)\n",
              "| path | concurrency | p50 ms | p99 ms | req/s | errors | load generator CPU "
-             "| server lookup + scoring ms (p50) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| server CPU per process | server lookup + scoring ms (p50) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, c, r, cpu in rows:
         st = f"{r['lookup'] + r['scoring']:.2f}" if "scoring" in r else ""
+        sc = " + ".join(f"{x:.0%}" for x in r.get("server_cpu", []))
         lines.append(f"| {name} | {c} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | "
-                     f"{r['errors']} | {cpu:.0%} | {st} |")
+                     f"{r['errors']} | {cpu:.0%} | {sc} | {st} |")
     by: dict[tuple[str, int], list[dict]] = {}
     for name, c, r, _ in rows:
         by.setdefault((name.split(" #")[0], c), []).append(r)
@@ -195,6 +250,12 @@ def product_goals(root: Path, users: list[str], n: int, host: str = "127.0.0.1")
     one, two = by[("(f) /recommendations, 1 worker", 32)][0], by[("(f) /recommendations, 2 workers", 32)][0]
     lines.append(f"| 2 workers / 1 worker req/s, c=32 | {two['rps'] / one['rps']:.2f}x "
                  f"({two['errors']} errors) | >= 1.3x, 0 errors |")
+    own = by[("(f) /recommendations, 2 workers, own sessions", 32)][0]
+    lines.append(f"| 2 workers in own sessions / 1 worker req/s, c=32 | {own['rps'] / one['rps']:.2f}x "
+                 f"({own['errors']} errors) | (autogroup: a CPU share per worker) |")
+    shared = by[("(f) /recommendations, 2 workers, uvicorn --workers (shared socket)", 32)][0]
+    lines.append(f"| uvicorn --workers 2 / 1 worker req/s, c=32 | {shared['rps'] / one['rps']:.2f}x "
+                 f"({shared['errors']} errors) | (before: one shared socket) |")
     lines.append(f"| export --k 50: users/s (in the loop) | {got.get('users_per_s', '?')} "
                  f"({got.get('users', '?')} users, {wall:.1f} s wall with start-up) | >= 20000 |")
     lines.append(f"| export peak RSS | {rss:.0f} MB | reported |")

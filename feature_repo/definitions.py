@@ -11,10 +11,11 @@ comes from ``pipeline.columns.Feast``.
 from datetime import timedelta
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, FileSource, PushSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.types import Int64, String
 
 from pipeline.columns import Columns as C
-from pipeline.columns import Feast
+from pipeline.columns import Feast, Recs
 
 DATA = Path(__file__).resolve().parent / "data"
 # Snapshots are stamped at their as-of time; they stay valid until the next one.
@@ -88,9 +89,33 @@ user_attributes_fv = FeatureView(
     tags={"team": "recflow", "role": "user"},
 )
 
+# Each user's top-k as exported by the champion (`recflow export --to-online-store`), for the
+# cache-first serving mode. Written at export time; the schema is declared (the file may not
+# exist yet when the repo is applied). It is valid while its version is the champion and its
+# inputs digest matches the user's online features (serving checks both).
+user_recs_source = FileSource(
+    name=Feast.recs_source,
+    path=str(DATA / Feast.recs_file),
+    timestamp_field=C.ts,
+)
+user_recs_fv = FeatureView(
+    name=Feast.recs_view,
+    entities=[user],
+    ttl=SNAPSHOT_TTL,
+    schema=[Field(name=C.user, dtype=String),
+            *(Field(name=f, dtype=Int64 if f == Recs.k else String) for f in Recs.ALL)],
+    source=user_recs_source,
+    online=True,
+    tags={"team": "recflow", "role": "user", "kind": "export"},
+)
+
 training_v1 = FeatureService(name=Feast.training_service,
                              features=[user_activity_fv, item_stats_fv, user_attributes_fv,
                                        item_attributes_fv],
                              description="Point-in-time training sets (train stage).")
 serving_v1 = FeatureService(name=Feast.serving_service, features=[user_activity_fv, user_attributes_fv],
                             description="Online lookup of a user's features (serving).")
+serving_cached_v1 = FeatureService(name=Feast.cached_service,
+                                   features=[user_activity_fv, user_attributes_fv, user_recs_fv],
+                                   description="The serving features plus the exported top-k "
+                                               "(cache-first serving): one online lookup.")

@@ -93,7 +93,8 @@ def _export(args: argparse.Namespace) -> int:
     from pipeline.serving.export import export, read_users
 
     users = read_users(args.users) if args.users else None
-    r = export(load_params(p.params), p, args.k, args.out, users)
+    r = export(load_params(p.params), p, args.k, args.out, users,
+               to_online_store=args.to_online_store)
     print(f"✓ export      {r['seconds']:6.1f}s  {_fmt(r)}")
     return 0
 
@@ -199,7 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--k", type=int, default=50, help="items per user (1..serving.max_k, default 50)")
     ex.add_argument("--users", type=Path, help="user ids: a text file (one per line) or csv/parquet "
                     "with a user_id column (default: every user of the feature store)")
-    ex.add_argument("--out", type=Path, required=True, help="the parquet file to write")
+    ex.add_argument("--out", type=Path, help="the parquet file to write")
+    ex.add_argument("--to-online-store", action="store_true",
+                    help="also write each list into the online store (Feast view user_recs), "
+                    "which serving answers from when serving.cache_first is on")
     ex.set_defaults(func=_export)
     sub.add_parser("summary", help="what the last run did: stage times, counts, metrics, samples").set_defaults(func=_summary)
     sub.add_parser("models", help="list registered model versions (* = champion)").set_defaults(func=_models)

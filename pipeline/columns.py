@@ -45,10 +45,30 @@ class Feast:
     item_attr_file = "item_attributes.parquet"
     user_attr_file = "user_attributes.parquet"
 
+    # each user's exported top-k (``recflow export --to-online-store``), read by the
+    # cache-first serving mode together with the serving features, in one lookup
+    recs_view = "user_recs"
+    recs_source = "user_recs_source"
+    recs_file = "user_recs.parquet"
+    cached_service = "serving_cached_v1"
+
     #: view → (feature file, join key)
     VIEWS = {user_view: (user_file, Columns.user), item_view: (item_file, Columns.item),
              item_attr_view: (item_attr_file, Columns.item),
              user_attr_view: (user_attr_file, Columns.user)}
+
+
+class Recs:
+    """Columns of the exported top-k view (``Feast.recs_view``): what serving needs to answer
+    from it, and to know whether the answer is still the one it would compute."""
+
+    items = "rec_items"        # JSON array of item ids, best first
+    scores = "rec_scores"      # JSON array of their scores
+    k = "rec_k"                # how many the export asked for (a prefix serves any k ≤ it)
+    version = "rec_version"    # the champion that computed them
+    inputs = "rec_inputs"      # digest of the online features they were computed from
+
+    ALL = (items, scores, k, version, inputs)
 
 
 class Features:

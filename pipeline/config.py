@@ -269,8 +269,11 @@ class ServingParams(_Frozen):
     exclude_seen: Literal["all", "recent", "none"] = "all"
     max_candidates: int = Field(10_000, ge=1)
     workers: int = Field(1, ge=1)
-    export_batch: int = Field(2048, ge=1)
+    worker_sessions: bool = False
+    export_batch: int = Field(256, ge=1)
     blas_threads: int = Field(1, ge=1)
+    cache_first: bool = False
+    export_blas_threads: int = Field(1, ge=1)
 
 
 class Params(_Frozen):

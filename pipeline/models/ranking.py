@@ -122,6 +122,35 @@ def _select(vals: np.ndarray, cols: np.ndarray, valid: np.ndarray, kk: int
     return np.take_along_axis(sel_cols, order, axis=1), np.take_along_axis(sel_vals, order, axis=1)
 
 
+def _one_row(row: np.ndarray, kk: int) -> np.ndarray:
+    """Columns of the kk best cells of one row, best first, ties by column (as
+    :func:`_full_sort`): one partition for the kk-th value, then only the cells at or above
+    it are ranked. -inf cells (filtered, seen) come last, smallest columns first; they are
+    left out of the partition, which slows down ~15x on a row of mostly equal values."""
+    n = len(row)
+    ok = row > -np.inf
+    n_ok = int(np.count_nonzero(ok))
+    fill = np.flatnonzero(~ok)[:kk - n_ok] if n_ok < kk else np.zeros(0, dtype=np.int64)
+    if n_ok <= kk:
+        cand = np.flatnonzero(ok)
+        vals = row[cand]
+    elif 2 * n_ok >= n:                                    # a few -inf: partition the row
+        kth = np.partition(row, n - kk)[n - kk]
+        cand = np.flatnonzero(row >= kth)
+        vals = row[cand]
+    else:                                                  # mostly -inf (a filter): its cells
+        c0 = np.flatnonzero(ok)
+        v0 = row[c0]
+        top = v0 >= np.partition(v0, n_ok - kk)[n_ok - kk]
+        cand, vals = c0[top], v0[top]
+    best = cand[np.lexsort((cand, -vals))][:kk]
+    return np.concatenate([best, fill]) if len(fill) else best
+
+
+#: rows up to which a per-row partition beats the block-max pass (a request: 1 row)
+FEW_ROWS = 4
+
+
 def top_k_masked(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(item indices, scores), each (rows × min(k, items)), best first, ties by column, of a
     float32 score matrix whose excluded cells already hold -inf (they sort last)."""
@@ -130,6 +159,9 @@ def top_k_masked(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     kk = min(k, n)
     if n_rows == 0 or kk == 0:
         return np.zeros((n_rows, kk), dtype=np.int64), np.zeros((n_rows, kk), dtype=np.float32)
+    if n_rows <= FEW_ROWS:                                 # a request: ~5x faster at 50k items
+        idx = np.stack([_one_row(s[r], kk) for r in range(n_rows)])
+        return idx, np.take_along_axis(s, idx, axis=1)
     nb = -(-n // BLOCK)
     if nb <= 4 * kk:
         return _full_sort(s, kk)

@@ -52,6 +52,8 @@ class RecommendationOut(BaseModel):
     features_source: str = Field(description="'online' (Feast online store) or 'fallback' (popularity)")
     cold_start: bool
     filtered: int = Field(0, description="catalogue items the request's filters removed")
+    cached: bool = Field(False, description="answered from the exported top-k "
+                                            "(serving.cache_first)")
 
 
 class _Strict(BaseModel):
@@ -143,7 +145,7 @@ def _items(ids: list[str], scores: list[float]) -> list[dict]:
 def _body(r: Recommendation) -> dict:
     return {"user_id": r.user_id, "items": _items(r.items, r.scores),
             "model_version": r.model_version, "features_source": r.features_source,
-            "cold_start": r.cold_start, "filtered": r.filtered}
+            "cold_start": r.cold_start, "filtered": r.filtered, "cached": r.cached}
 
 
 def _out(r: Recommendation) -> RecommendationOut:

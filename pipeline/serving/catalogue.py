@@ -69,9 +69,12 @@ class Catalogue:
             v = np.asarray(model.item_vectors(), dtype=np.float32)
             n = np.linalg.norm(v, axis=1, keepdims=True)
             self.vectors: np.ndarray | None = v / np.where(n > 0, n, 1.0)
+            #: (d × items), contiguous: a query is one gemv over it (no transposed view)
+            self.vectors_t: np.ndarray | None = np.ascontiguousarray(self.vectors.T)
             self.vectors_error: str | None = None
         except Unsupported as e:
-            self.vectors, self.vectors_error = None, str(e)
+            self.vectors = self.vectors_t = None
+            self.vectors_error = str(e)
 
     # ---- filters ------------------------------------------------------------------------
     def _in(self, items: tuple[str, ...]) -> np.ndarray:

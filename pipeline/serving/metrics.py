@@ -36,6 +36,8 @@ FALLBACK = Counter("recflow_fallback_total",
                    "Users served popularity because the online store could not be read")
 COLD_START = Counter("recflow_cold_start_total", "Users the champion was not fitted on")
 STORE_ERRORS = Counter("recflow_online_store_errors_total", "Failed online-store reads")
+CACHE = Counter("recflow_cache_total", "Users looked up in the exported top-k (serving.cache_first)",
+                ["outcome"])  # hit | miss (absent, older champion, features changed, k too big)
 RELOADS = Counter("recflow_reloads_total", "Champion reloads", ["outcome"])  # loaded | failed
 CHAMPION = Gauge("recflow_champion", "1 for the champion version a live worker serves",
                  ["version"], multiprocess_mode="livemax")

@@ -606,6 +606,16 @@ def test_two_workers_over_redis_share_pushes_reloads_and_metrics(built_project, 
             base = f"http://127.0.0.1:{port}"
             clients = _pinned_clients(base, 2)
             assert len(clients) == 2, f"two workers did not answer (exit {proc.poll()})"
+            # a burst of connections is spread over both workers (a socket per worker)
+            burst = [httpx.Client(base_url=base, timeout=60) for _ in range(16)]
+            try:
+                for c in burst:
+                    c.get("/healthz")  # connects (in turn, as a client pool would)
+                pids = {c.get("/readyz").json()["worker_pid"] for c in burst}
+            finally:
+                for c in burst:
+                    c.close()
+            assert pids == set(clients), pids
             (_, a), (_, b) = clients.items()
             user = _users(proj, 1)[0]
             first = b.get(f"/recommendations/{user}?k=10").json()

@@ -54,11 +54,15 @@ def test_block_top_k_equals_a_full_stable_sort(ties):
     s[rng.random(s.shape) < 0.05] = -np.inf
     s[3], s[5] = -np.inf, 1.0
     s[4, :-5] = -np.inf
+    s[6, rng.random(s.shape[1]) < 0.97] = -np.inf  # a narrow filter: ~180 cells pass
     for k in (1, 10, 20):
         idx, sc = top_k_masked(s.copy(), k)
         want = np.argsort(-s, axis=1, kind="stable")[:, :k]
         assert np.array_equal(idx, want)
         assert np.array_equal(sc, np.take_along_axis(s, want, axis=1))
+        for r in (3, 4, 5, 6, 7):  # one row at a time: the per-row partition a request takes
+            one, osc = top_k_masked(s[r:r + 1].copy(), k)
+            assert np.array_equal(one[0], want[r]) and np.array_equal(osc[0], s[r, want[r]])
 
 
 def test_top_k_of_a_shared_row_equals_masking_every_row():
