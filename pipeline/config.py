@@ -179,6 +179,13 @@ class ModelParams(_Frozen):
     session_weight: float = Field(1.0, gt=0)  # the session tokens' total weight (identity 1)
     user_identity: bool = False               # false: users are their tokens only (as cold ones)
     cold_items: bool = True                   # catalogue items without interactions: tokens
+    # train as cold users are served: a share of users also trains as a copy cut to its
+    # 1..short_history_n oldest recent items (no identity; behaviour tokens of that history)
+    short_history_share: float = Field(0.0, ge=0, le=1)
+    short_history_n: int = Field(3, gt=0)
+    # each epoch, this share of warm items trains without its identity (tokens only, as a
+    # cold item is scored), so the item tokens learn to carry an item alone
+    item_identity_dropout: float = Field(0.0, ge=0, lt=1)
     learning_schedule: Literal["adagrad", "adadelta"] = "adagrad"
     token_weight: float = Field(1.0, gt=0)   # feature tokens' total weight beside identity (1)
     # how confidence steers WARP: weight = sample_weight, sample = positives drawn each epoch
