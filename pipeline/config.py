@@ -155,6 +155,9 @@ class SearchParams(_Frozen):
     max_sampled: tuple[Annotated[int, Field(gt=0)], ...] = ()
     item_alpha: tuple[Annotated[float, Field(ge=0)], ...] = ()
     user_alpha: tuple[Annotated[float, Field(ge=0)], ...] = ()
+    session_weight: tuple[Annotated[float, Field(gt=0)], ...] = ()
+    short_history_share: tuple[Annotated[float, Field(ge=0, le=1)], ...] = ()
+    item_identity_dropout: tuple[Annotated[float, Field(ge=0, lt=1)], ...] = ()
 
 
 class ModelParams(_Frozen):
@@ -195,6 +198,9 @@ class ModelParams(_Frozen):
     validation_days: int = Field(3, gt=0)     # time split: last N days of train = validation
     validation_n: int = Field(5, gt=0)        # leave_n_out split: N per user = validation
     validation_users: int | None = Field(20_000, gt=0)  # seeded sample scored per epoch/trial
+    # and this many of them also scored as copies cut to 1..short_history_n oldest recent
+    # items (cold users with revealed events), so validation judges settings on those too
+    validation_short_users: int = Field(0, ge=0)
     patience: int = Field(3, gt=0)            # epochs without a better validation score
     refit: bool = True                        # refit on all of train for the best epoch count
     ensemble: int = Field(1, gt=0, le=16)     # N seeds averaged, served as one factor model

@@ -249,7 +249,8 @@ class LightFMRecommender(RecommenderBase):
         that has done only its 1..``short_history_n`` oldest recent items (seeded): tokens
         (:func:`tokens.short_history_tokens` + session tokens, no identity) and, as (copy
         index, row of ``train``), the rest of the user's positives, which it must rank from
-        that short history — what a cold user who revealed a few events asks of the model.
+        that short history — what a cold user who revealed a few events asks of the model
+        (their behaviour tokens as of ``short_history_n`` events, as ``evaluate.reveal_n``).
         ({}, empty) when off or without session tokens."""
         p = self.params
         none = ({}, np.zeros((2, 0), dtype=np.int64))
@@ -274,7 +275,8 @@ class LightFMRecommender(RecommenderBase):
                 continue
             key = f"\x00short:{u}"  # never a real id
             toks[key] = (short_history_tokens(user_tokens.get(u, ()), seen,
-                                              self.item_token_map, which, n)
+                                              self.item_token_map, which,
+                                              p.short_history_n)
                          + session_tokens({u: seen}, self.item_token_map,
                                           p.session_items).get(u, []))
             pick_u += [len(toks) - 1] * len(rest)
