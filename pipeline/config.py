@@ -183,7 +183,7 @@ class ModelParams(_Frozen):
     user_identity: bool = False               # false: users are their tokens only (as cold ones)
     cold_items: bool = True                   # catalogue items without interactions: tokens
     # train as cold users are served: a share of users also trains as a copy cut to its
-    # 1..short_history_n oldest recent items (no identity; behaviour tokens of that history)
+    # 0..short_history_n oldest recent items (no identity; behaviour tokens of that history)
     short_history_share: float = Field(0.0, ge=0, le=1)
     short_history_n: int = Field(3, gt=0)
     # each epoch, this share of warm items trains without its identity (tokens only, as a
@@ -198,7 +198,7 @@ class ModelParams(_Frozen):
     validation_days: int = Field(3, gt=0)     # time split: last N days of train = validation
     validation_n: int = Field(5, gt=0)        # leave_n_out split: N per user = validation
     validation_users: int | None = Field(20_000, gt=0)  # seeded sample scored per epoch/trial
-    # and this many of them also scored as copies cut to 1..short_history_n oldest recent
+    # and this many of them also scored as copies cut to 0..short_history_n oldest recent
     # items (cold users with revealed events), so validation judges settings on those too
     validation_short_users: int = Field(0, ge=0)
     patience: int = Field(3, gt=0)            # epochs without a better validation score

@@ -2,7 +2,8 @@
 warm ones so the validation slice can judge a setting on them (the holdout's
 ``cold_revealed`` segment is never looked at while choosing).
 
-A copy has done only its 1..n oldest recent items (seeded): its history is those items, its
+A copy has done only its 0..n oldest recent items (seeded; 0 is a new user with attributes
+only): its history is those items, its
 tokens :func:`tokens.short_history_tokens` of the user's own (attributes stay, behaviour is
 that of the short history), and it is scored for the user's validation pairs with the user's
 fit-part items excluded, as the user is. Its id cannot clash with a real one.
@@ -21,7 +22,7 @@ PREFIX = "\x00short:"
 
 def short_copies(users: list[str], history: History | None, n_users: int, n: int,
                  seed: int) -> dict[str, tuple[str, list[str]]]:
-    """copy id → (user, its recent items: the user's 1..``n`` oldest, newest first), for a
+    """copy id → (user, its recent items: the user's 0..``n`` oldest, newest first), for a
     seeded sample of ``n_users`` of the ``users`` with at least two recent items."""
     if n_users <= 0 or not history:
         return {}
@@ -31,8 +32,8 @@ def short_copies(users: list[str], history: History | None, n_users: int, n: int
     out = {}
     for j in pick:
         recent = list(history[ok[j]])
-        m = int(rng.integers(1, min(n, len(recent) - 1) + 1))
-        out[f"{PREFIX}{ok[j]}"] = (ok[j], recent[-m:])
+        m = int(rng.integers(0, min(n, len(recent) - 1) + 1))
+        out[f"{PREFIX}{ok[j]}"] = (ok[j], recent[-m:] if m else [])
     return out
 
 

@@ -35,7 +35,7 @@ class ValidationSlice:
     (excluded from their lists, as evaluation excludes train items).
 
     ``short_users`` > 0 (``model.validation_short_users``) with a ``history``: a seeded
-    sample of them is also scored as a copy that has done only its 1..``short_n`` oldest
+    sample of them is also scored as a copy that has done only its 0..``short_n`` oldest
     recent items (:mod:`pipeline.evaluation.short_users`), for the same validation pairs, so
     validation judges a setting on cold users with a few revealed events too, not only on
     warm ones (``scored`` = the users then the copies)."""

@@ -246,7 +246,8 @@ class LightFMRecommender(RecommenderBase):
     def _short_users(self, train: pd.DataFrame, user_tokens: TokenMap, history: History | None
                      ) -> tuple[dict[str, list[str]], np.ndarray]:
         """``model.short_history_share`` of the users with a longer history, each as a copy
-        that has done only its 1..``short_history_n`` oldest recent items (seeded): tokens
+        that has done only its 0..``short_history_n`` oldest recent items (seeded; 0: a new
+        user with attributes only, the ``cold`` segment): tokens
         (:func:`tokens.short_history_tokens` + session tokens, no identity) and, as (copy
         index, row of ``train``), the rest of the user's positives, which it must rank from
         that short history — what a cold user who revealed a few events asks of the model
@@ -267,11 +268,11 @@ class LightFMRecommender(RecommenderBase):
         pick_u, pick_r = [], []
         for u in users:
             recent = list(history[u])
-            n = int(rng.integers(1, min(p.short_history_n, len(recent) - 1) + 1))
-            seen = recent[-n:]
+            n = int(rng.integers(0, min(p.short_history_n, len(recent) - 1) + 1))
+            seen = recent[-n:] if n else []
             cut = set(seen)
             rest = [j for j in rows.get(u, ()) if items[j] not in cut]
-            if not rest:
+            if not rest or not (seen or user_tokens.get(u)):
                 continue
             key = f"\x00short:{u}"  # never a real id
             toks[key] = (short_history_tokens(user_tokens.get(u, ()), seen,

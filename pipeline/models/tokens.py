@@ -190,8 +190,11 @@ def short_history_tokens(tokens: Sequence[str], recent: Sequence[str],
     done, in ``n_events`` events a moment ago: what a cold user who revealed a few events
     looks like at serving. Attributes stay; the built-in behaviour tokens in ``which`` are
     those of the short history (``activity`` of ``n_events``, ``recency`` 0, ``top_category``
-    the most frequent category of ``recent``, ties to the newest)."""
+    the most frequent category of ``recent``, ties to the newest). Nothing ``recent``: a user
+    who has done nothing yet, attributes only (as the feature rows of a new user give)."""
     out = [t for t in tokens if t.split("=", 1)[0] not in _USER_BEHAVIOUR]
+    if not recent:
+        return out
     if "activity" in which:
         out.append(f"activity={_log2_bucket(n_events)}")
     if "recency" in which:

@@ -24,8 +24,9 @@ def test_copies_are_seeded_and_hold_the_oldest_items(board):
     a = short_copies(users, hist, 10, 3, seed=1)
     assert a == short_copies(users, hist, 10, 3, seed=1) != short_copies(users, hist, 10, 3, 2)
     assert len(a) == 10 and all(c == PREFIX + u and c not in hist for c, (u, _) in a.items())
-    for u, items in a.values():
-        assert 1 <= len(items) <= 3 and items == hist[u][-len(items):]
+    for u, items in a.values():   # 0 items: a new user with attributes only
+        assert len(items) <= 3 and (not items or items == hist[u][-len(items):])
+    assert {len(items) for _, items in short_copies(users, hist, 40, 3, 1).values()} == {0, 1, 2, 3}
     assert short_copies(users, None, 10, 3, 1) == {} == short_copies(users, hist, 0, 3, 1)
 
 
@@ -37,7 +38,7 @@ def test_copies_are_scored_for_their_users_pairs(board):
     # popularity ignores history: each copy scores as its user, so the mean is unchanged
     pop = Popularity().fit(train)
     assert validation_precision(pop, every, 5) == pytest.approx(validation_precision(pop, warm, 5))
-    # ALS folds a copy's 1–2 items in: the checkerboard's parity is found from them
+    # ALS folds a copy's 0–2 items in: the checkerboard's parity is found from them
     als = ALS(factors=8, regularization=0.01, alpha=10.0, iterations=15, seed=0,
               num_threads=1).fit(train)
     copies = ValidationSlice(train, hold, history=hist, short_users=10_000, short_n=2)

@@ -111,6 +111,7 @@ def test_short_history_tokens_are_those_of_a_user_who_did_only_these_items():
     assert "country=fr" in got                         # attributes stay
     assert "activity=2" in got and "activity=6" not in got   # log2(1 + 3 events)
     assert "recency=0" in got and "top_category=b" in got and "top_category=c" not in got
+    assert short_history_tokens(toks, [], items, ("activity", "recency"), 3) == ["country=fr"]
     # a behaviour token that is not configured is not invented
     assert not any(t.startswith("recency") for t in
                    short_history_tokens(toks, ["i1"], items, ("activity",), 1))
