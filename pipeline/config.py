@@ -184,7 +184,7 @@ class ModelParams(_Frozen):
     cold_items: bool = True                   # catalogue items without interactions: tokens
     # train as cold users are served: a share of users also trains as a copy cut to its
     # 0..short_history_n oldest recent items (no identity; behaviour tokens of that history)
-    short_history_share: float = Field(0.0, ge=0, le=1)
+    short_history_share: float = Field(0.5, ge=0, le=1)
     short_history_n: int = Field(3, gt=0)
     # each epoch, this share of warm items trains without its identity (tokens only, as a
     # cold item is scored), so the item tokens learn to carry an item alone
