@@ -65,7 +65,22 @@ def run(name: str, keep: Path | None, overrides: dict | None = None) -> dict:
             raise SystemExit(f"{name}: recflow {s} failed:\n{p.stderr[-2000:]}")
     details = json.loads((root / "reports/evaluation_details.json").read_text())
     details["_seconds"] = time.perf_counter() - t0
-    details["_val"] = json.loads((root / "reports/train.json").read_text())[f"val_precision@{K}"]
+    details["_val"] = validation_of(root)
+    return details
+
+
+def validation_of(root: Path) -> float:
+    """The chosen family's validation p@k (``reports/train.json``: one score per family)."""
+    tr = json.loads((root / "reports/train.json").read_text())
+    return float(tr.get(f"val_precision@{K}", tr.get(tr.get("chosen", ""), float("nan"))))
+
+
+def from_dir(root: Path) -> dict:
+    """The details of a project this script already ran (``--table DIR``)."""
+    details = json.loads((root / "reports/evaluation_details.json").read_text())
+    details["_seconds"] = float(json.loads((root / "reports/train.json").read_text())
+                                .get("seconds", float("nan")))
+    details["_val"] = validation_of(root)
     return details
 
 
@@ -151,7 +166,12 @@ def main() -> None:
                     help="override a params.yaml key (YAML value), e.g. model.session_weight=2")
     ap.add_argument("--latency", type=Path, metavar="DIR",
                     help="measure serving latency on a project built with --keep, and stop")
+    ap.add_argument("--table", type=Path, metavar="DIR",
+                    help="print the table of a project this script ran (its <data> folder)")
     a = ap.parse_args()
+    if a.table:
+        print(table(a.table.name, from_dir(a.table)))
+        return
     if a.latency:
         print(latency(a.latency))
         return

@@ -160,6 +160,9 @@ class SearchParams(_Frozen):
     user_alpha: tuple[Annotated[float, Field(ge=0)], ...] = ()
     user_identity: tuple[bool, ...] = ()
     session_items: tuple[Annotated[int, Field(ge=0)], ...] = ()
+    session_weight: tuple[Annotated[float, Field(gt=0)], ...] = ()
+    short_history_share: tuple[Annotated[float, Field(ge=0, le=1)], ...] = ()
+    item_identity_dropout: tuple[Annotated[float, Field(ge=0, lt=1)], ...] = ()
 
 
 class ModelParams(_Frozen):
@@ -184,6 +187,13 @@ class ModelParams(_Frozen):
     session_weight: float = Field(1.0, gt=0)  # the session tokens' total weight (identity 1)
     user_identity: bool = False               # false: users are their tokens only (as cold ones)
     cold_items: bool = True                   # catalogue items without interactions: tokens
+    # train as cold users are served: a share of users also trains as a copy cut to its
+    # 0..short_history_n oldest recent items (no identity; behaviour tokens of that history)
+    short_history_share: float = Field(0.5, ge=0, le=1)
+    short_history_n: int = Field(3, gt=0)
+    # each epoch, this share of warm items trains without its identity (tokens only, as a
+    # cold item is scored), so the item tokens learn to carry an item alone
+    item_identity_dropout: float = Field(0.0, ge=0, lt=1)
     learning_schedule: Literal["adagrad", "adadelta"] = "adagrad"
     token_weight: float = Field(1.0, gt=0)   # feature tokens' total weight beside identity (1)
     # how confidence steers WARP: weight = sample_weight, sample = positives drawn each epoch
@@ -193,6 +203,9 @@ class ModelParams(_Frozen):
     validation_days: int = Field(3, gt=0)     # time split: last N days of train = validation
     validation_n: int = Field(5, gt=0)        # leave_n_out split: N per user = validation
     validation_users: int | None = Field(20_000, gt=0)  # seeded sample scored per epoch/trial
+    # and this many of them also scored as copies cut to 0..short_history_n oldest recent
+    # items (cold users with revealed events), so validation judges settings on those too
+    validation_short_users: int = Field(0, ge=0)
     patience: int = Field(3, gt=0)            # epochs without a better validation score
     refit: bool = True                        # refit on all of train for the best epoch count
     ensemble: int = Field(1, gt=0, le=16)     # N seeds averaged, served as one factor model

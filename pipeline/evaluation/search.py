@@ -59,7 +59,8 @@ log = logging.getLogger("recflow.search")
 POPULARITY = "popularity"
 #: the LightFM hyperparameters ``model.search`` may list
 HYPER_KEYS = ("no_components", "learning_rate", "max_sampled", "item_alpha", "user_alpha",
-              "user_identity", "session_items")
+              "user_identity", "session_items", "session_weight",
+              "short_history_share", "item_identity_dropout")
 #: what a failed trial may raise (LightFM: "Not all estimated parameters are finite"; a
 #: singular solve; a matrix too large for memory): recorded, the search goes on
 TRIAL_ERRORS = (ValueError, ArithmeticError, MemoryError)
@@ -367,7 +368,9 @@ def select(params: Params, fit_part: pd.DataFrame, validation: pd.DataFrame,
     ``history`` / ``full_history``: the users' recent items as the fit part / all of train see
     them (LightFM's session tokens)."""
     k = params.evaluate.k
-    vs = ValidationSlice(fit_part, validation, params.model.validation_users, params.model.seed)
+    m = params.model
+    vs = ValidationSlice(fit_part, validation, m.validation_users, m.seed, history,
+                         m.validation_short_users, m.short_history_n)
     if not vs.users:
         raise DataError(f"model search: none of the {validation[C.user].nunique()} validation "
                         "users has anything left to fit on, so no setting can be chosen; the data "

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from pipeline.columns import Columns as C
 from pipeline.config import ModelParams
 from pipeline.evaluation.batches import masked_scores
+from pipeline.evaluation.short_users import short_copies, with_rows, with_short
 from pipeline.models.base import History, RecommenderBase, TokenMap
 from pipeline.models.hybrid import LightFMRecommender
 from pipeline.models.ranking import in_rows, pair_matrix, remap_columns, top_k_masked
@@ -31,10 +32,17 @@ log = logging.getLogger("recflow.validation")
 class ValidationSlice:
     """The validation users (those the fit part knows; a seeded sample of ``n_users`` of
     them when there are more), their relevant pairs, and what each has in the fit part
-    (excluded from their lists, as evaluation excludes train items)."""
+    (excluded from their lists, as evaluation excludes train items).
+
+    ``short_users`` > 0 (``model.validation_short_users``) with a ``history``: a seeded
+    sample of them is also scored as a copy that has done only its 0..``short_n`` oldest
+    recent items (:mod:`pipeline.evaluation.short_users`), for the same validation pairs, so
+    validation judges a setting on cold users with a few revealed events too, not only on
+    warm ones (``scored`` = the users then the copies)."""
 
     def __init__(self, fit_part: pd.DataFrame, validation: pd.DataFrame,
-                 n_users: int | None = None, seed: int = 0) -> None:
+                 n_users: int | None = None, seed: int = 0, history: History | None = None,
+                 short_users: int = 0, short_n: int = 3) -> None:
         val_users = validation[C.user].astype(str)
         known = val_users.isin(pd.Index(fit_part[C.user].astype(str).unique()))
         users = np.sort(val_users[known].unique())
@@ -45,8 +53,12 @@ class ValidationSlice:
         self._fit_part = fit_part
         self.items = np.asarray(sorted(set(fit_part[C.item].astype(str)) |
                                        set(validation[C.item].astype(str))), dtype=object)
-        self._exclude = pair_matrix(fit_part, self.users, self.items)
-        self._relevant = pair_matrix(self.relevant, self.users, self.items)
+        self.short = short_copies(self.users, history, short_users, short_n, seed)
+        self.short_n = short_n
+        self.scored: list[str] = self.users + list(self.short)
+        rows = pd.Index(self.users).get_indexer([u for u, _ in self.short.values()])
+        self._exclude = with_rows(pair_matrix(fit_part, self.users, self.items), rows)
+        self._relevant = with_rows(pair_matrix(self.relevant, self.users, self.items), rows)
         self._for: tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix] | None = None
 
     @cached_property
@@ -74,12 +86,14 @@ def validation_precision(model: RecommenderBase, vs: ValidationSlice, k: int,
     if not vs.users:
         return 0.0
     excluded, relevant = vs.matrices(model.item_ids)
+    if vs.short:
+        user_tokens, history = with_short(model, vs.short, user_tokens, history, vs.short_n)
     hits = 0
-    for start, s, _ in masked_scores(model, vs.users, user_tokens, excluded, memory_mb, "validation",
-                                     history=history):
+    for start, s, _ in masked_scores(model, vs.scored, user_tokens, excluded, memory_mb,
+                                     "validation", history=history):
         idx, val = top_k_masked(s, k)
         hits += int((in_rows(relevant, start, idx) & np.isfinite(val)).sum())
-    return hits / (k * len(vs.users))
+    return hits / (k * len(vs.scored))
 
 
 def fit_early_stopping(params: ModelParams, train: pd.DataFrame, validation: pd.DataFrame,
@@ -100,7 +114,8 @@ def fit_early_stopping(params: ModelParams, train: pd.DataFrame, validation: pd.
     search builds it once for all its trials). Returns (model, per-epoch curve rows {epoch, k,
     val_precision, seconds, validation_seconds}, best epoch).
     """
-    vs = vs or ValidationSlice(train, validation, params.validation_users, params.seed)
+    vs = vs or ValidationSlice(train, validation, params.validation_users, params.seed, history,
+                               params.validation_short_users, params.short_history_n)
     curve: list[dict] = []
     best: dict = {"epoch": 0, "precision": -1.0, "state": None}
     t0 = time.perf_counter()

@@ -24,7 +24,7 @@ from pipeline.columns import Columns as C
 from pipeline.config import SELECTION_KEYS, ModelParams
 from pipeline.models.base import History, RecommenderBase, TokenMap
 from pipeline.models.popularity import catalogue, popularity_scores
-from pipeline.models.tokens import SESSION_PREFIX, merge, session_tokens
+from pipeline.models.tokens import SESSION_PREFIX, merge, session_tokens, short_history_tokens
 
 
 def _token_weights(toks: list[str], token_weight: float, session_weight: float) -> list[float]:
@@ -94,6 +94,32 @@ class _Positives:
         return sp.coo_matrix((ones, (self.rows[pick], self.cols[pick])), shape=self.shape), None
 
 
+class _IdentityDropout:
+    """Each epoch, a seeded ``share`` of the warm items that have tokens trains without its
+    identity column: its row is then its token part alone (``token_weight / (1 +
+    token_weight)``), exactly how a cold item is scored, so the item tokens must learn to
+    stand for an item by themselves. ``share`` 0: the same matrix every epoch."""
+
+    def __init__(self, features: sp.csr_matrix, n_items: int, item_tokens: TokenMap,
+                 items: list[str], share: float, seed: int) -> None:
+        self.features, self.share = features, share
+        self._rng = np.random.default_rng(seed + 104729)
+        self._coo = features.tocoo()
+        self._ident = self._coo.col < n_items
+        self._can = np.flatnonzero([bool(item_tokens.get(i)) for i in items])
+
+    def epoch(self) -> sp.csr_matrix:
+        if self.share <= 0 or not len(self._can):
+            return self.features
+        drop = np.zeros(self.features.shape[0], dtype=bool)
+        drop[self._rng.choice(self._can, int(round(self.share * len(self._can))),
+                              replace=False)] = True
+        coo = self._coo
+        keep = ~(self._ident & drop[coo.row])
+        return sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])),
+                             shape=self.features.shape, dtype=np.float32)
+
+
 class LightFMRecommender(RecommenderBase):
     """LightFM hybrid; unknown users fall back to their feature tokens, then popularity."""
 
@@ -138,8 +164,10 @@ class LightFMRecommender(RecommenderBase):
                                if p.session_items else {})
         # users as their tokens only needs session tokens; without a history, keep identity
         self.uses_identity = bool(p.user_identity or not history or not p.session_items)
+        short = self._short_users(train, user_tokens or {}, history)
         user_tokens = self._with_session(user_tokens, history)
-        self.user_vocab = sorted({t for u in self.user_ids for t in user_tokens.get(u, ())})
+        self.user_vocab = sorted({t for u in self.user_ids for t in user_tokens.get(u, ())}
+                                 | {t for toks in short[0].values() for t in toks})
         self.item_vocab = sorted({t for i in self.item_ids for t in item_tokens.get(i, ())})
         self._uidx = {u: j for j, u in enumerate(self.user_ids)}
         iidx = {i: j for j, i in enumerate(warm)}
@@ -157,9 +185,23 @@ class LightFMRecommender(RecommenderBase):
         c = train[C.item].astype(str).map(iidx).to_numpy()
         w = (np.array(train[C.confidence].to_numpy(), dtype=np.float32)  # writable copy
              if C.confidence in train else np.ones(len(train), dtype=np.float32))
+        n_rows = len(self.user_ids)
+        if short[0]:
+            # the short-history copies: extra feature rows (tokens only) and their positives,
+            # in the same columns, so the artifact's user rows stay those of the real users
+            ids = list(short[0])
+            uf = sp.vstack([uf, _features(ids, self._uidx, short[0], self._utok, False,
+                                          p.token_weight, p.session_weight)]).tocsr()
+            pick = short[1]
+            r = np.concatenate([r, n_rows + pick[0]])
+            c = np.concatenate([c, c[pick[1]]])
+            w = np.concatenate([w, w[pick[1]]])
+            n_rows += len(ids)
         w **= np.float32(p.confidence_power)
-        shape = (len(self.user_ids), len(warm))   # cold items are not in the interactions
+        shape = (n_rows, len(warm))   # cold items are not in the interactions
         pairs = _Positives(r, c, w, shape, p.confidence, p.seed)
+        dropout = _IdentityDropout(itf, len(warm), item_tokens, list(warm),
+                                   p.item_identity_dropout, p.seed)
         # ``ensemble`` members differ only in their seed and train in lockstep, so early
         # stopping and refit see one model; ``_snapshot`` folds them into one factor model.
         self._members = [
@@ -171,8 +213,10 @@ class LightFMRecommender(RecommenderBase):
         self.popularity = popularity_scores(train, self.item_ids)
         for epoch in range(p.epochs):
             inter, weights = pairs.epoch()
+            itf_epoch = dropout.epoch()
             for m in self._members:
-                m.fit_partial(inter, user_features=uf, item_features=itf, sample_weight=weights,
+                m.fit_partial(inter, user_features=uf, item_features=itf_epoch,
+                              sample_weight=weights,
                               epochs=1, num_threads=p.num_threads)
             self._snapshot(itf)
             self.epochs_trained = epoch + 1
@@ -198,6 +242,47 @@ class LightFMRecommender(RecommenderBase):
                                         ).astype(np.float32)
         self._uidx = {u: j for j, u in enumerate(self.user_ids)}
         self._utok = {t: j for j, t in enumerate(self.user_vocab)}
+
+    def _short_users(self, train: pd.DataFrame, user_tokens: TokenMap, history: History | None
+                     ) -> tuple[dict[str, list[str]], np.ndarray]:
+        """``model.short_history_share`` of the users with a longer history, each as a copy
+        that has done only its 0..``short_history_n`` oldest recent items (seeded; 0: a new
+        user with attributes only, the ``cold`` segment): tokens
+        (:func:`tokens.short_history_tokens` + session tokens, no identity) and, as (copy
+        index, row of ``train``), the rest of the user's positives, which it must rank from
+        that short history — what a cold user who revealed a few events asks of the model
+        (their behaviour tokens as of ``short_history_n`` events, as ``evaluate.reveal_n``).
+        ({}, empty) when off or without session tokens."""
+        p = self.params
+        none = ({}, np.zeros((2, 0), dtype=np.int64))
+        if p.short_history_share <= 0 or not history or not p.session_items:
+            return none
+        rng = np.random.default_rng(p.seed + 7919)
+        users = [u for u in self.user_ids if len(history.get(u, ())) > 1]
+        users = [users[j] for j in np.sort(rng.choice(len(users), int(round(
+            p.short_history_share * len(users))), replace=False))] if users else []
+        rows = train.groupby(train[C.user].astype(str), sort=False).indices
+        items = train[C.item].astype(str).to_numpy()
+        which = tuple(self.params.user_features)
+        toks: dict[str, list[str]] = {}
+        pick_u, pick_r = [], []
+        for u in users:
+            recent = list(history[u])
+            n = int(rng.integers(0, min(p.short_history_n, len(recent) - 1) + 1))
+            seen = recent[-n:] if n else []
+            cut = set(seen)
+            rest = [j for j in rows.get(u, ()) if items[j] not in cut]
+            if not rest or not (seen or user_tokens.get(u)):
+                continue
+            key = f"\x00short:{u}"  # never a real id
+            toks[key] = (short_history_tokens(user_tokens.get(u, ()), seen,
+                                              self.item_token_map, which,
+                                              p.short_history_n)
+                         + session_tokens({u: seen}, self.item_token_map,
+                                          p.session_items).get(u, []))
+            pick_u += [len(toks) - 1] * len(rest)
+            pick_r += rest
+        return toks, np.asarray([pick_u, pick_r], dtype=np.int64).reshape(2, -1)
 
     # ---- scoring --------------------------------------------------------------------------
     def _with_session(self, user_tokens: TokenMap | None, history: History | None) -> TokenMap:

@@ -179,6 +179,34 @@ def session_tokens(history: Mapping[str, Sequence[str]], items: Mapping[str, Seq
     return out
 
 
+#: built-in user tokens that describe a user's behaviour so far (recomputed for a short history)
+_USER_BEHAVIOUR = tuple(_USER)
+
+
+def short_history_tokens(tokens: Sequence[str], recent: Sequence[str],
+                         items: Mapping[str, Sequence[str]], which: Sequence[str],
+                         n_events: int) -> list[str]:
+    """The non-session tokens of a user as if ``recent`` (newest first) were all they had
+    done, in ``n_events`` events a moment ago: what a cold user who revealed a few events
+    looks like at serving. Attributes stay; the built-in behaviour tokens in ``which`` are
+    those of the short history (``activity`` of ``n_events``, ``recency`` 0, ``top_category``
+    the most frequent category of ``recent``, ties to the newest). Nothing ``recent``: a user
+    who has done nothing yet, attributes only (as the feature rows of a new user give)."""
+    out = [t for t in tokens if t.split("=", 1)[0] not in _USER_BEHAVIOUR]
+    if not recent:
+        return out
+    if "activity" in which:
+        out.append(f"activity={_log2_bucket(n_events)}")
+    if "recency" in which:
+        out.append(f"recency={_log2_bucket(0.0)}")
+    if "top_category" in which:
+        cats = [t.split("=", 1)[1] for it in recent for t in items.get(it, ())
+                if t.startswith("category=")]
+        if cats:
+            out.append(f"top_category={max(cats, key=cats.count)}")  # max keeps the first
+    return out
+
+
 def merge(*maps: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """Token maps joined per entity (in order)."""
     out: dict[str, list[str]] = {}

@@ -9,12 +9,13 @@ import pytest
 from pipeline.columns import Columns as C
 from pipeline.config import ModelParams
 from pipeline.errors import ConfigError
-from pipeline.models.hybrid import LightFMRecommender
+from pipeline.models.hybrid import LightFMRecommender, _features, _IdentityDropout
 from pipeline.models.tokens import (
     check_features,
     fit_edges,
     item_tokens,
     session_tokens,
+    short_history_tokens,
     user_tokens,
 )
 
@@ -100,3 +101,57 @@ def test_artifact_keeps_session_map_and_edges(tmp_path):
     assert back.token_edges == m.token_edges and back.item_token_map == m.item_token_map
     h = {"x": ["i1", "i30"]}
     np.testing.assert_allclose(back.scores(["x"], {}, h), m.scores(["x"], {}, h), rtol=1e-6)
+
+
+def test_short_history_tokens_are_those_of_a_user_who_did_only_these_items():
+    items = {"i1": ["category=a", "brand=x"], "i2": ["category=b"], "i3": ["category=b"]}
+    toks = ["country=fr", "activity=6", "recency=2", "top_category=c"]
+    got = short_history_tokens(toks, ["i1", "i2", "i3"], items,
+                               ("activity", "recency", "top_category"), 3)
+    assert "country=fr" in got                         # attributes stay
+    assert "activity=2" in got and "activity=6" not in got   # log2(1 + 3 events)
+    assert "recency=0" in got and "top_category=b" in got and "top_category=c" not in got
+    assert short_history_tokens(toks, [], items, ("activity", "recency"), 3) == ["country=fr"]
+    # a behaviour token that is not configured is not invented
+    assert not any(t.startswith("recency") for t in
+                   short_history_tokens(toks, ["i1"], items, ("activity",), 1))
+
+
+def test_short_history_copies_train_but_leave_the_artifact_users_alone():
+    train, itok, hist, cat = _data()
+    base = dict(no_components=8, epochs=10, num_threads=1, session_items=5)
+    plain = LightFMRecommender(ModelParams(**base)).fit(train, {}, itok, history=hist)
+    m = LightFMRecommender(ModelParams(**base, short_history_share=1.0)).fit(
+        train, {}, itok, history=hist)
+    assert list(m.user_ids) == list(plain.user_ids)       # the copies are training rows only
+    assert m.user_emb.shape[0] == len(m.user_ids) + len(m.user_vocab)
+    # trained on copies cut to 1..3 items, a user with one revealed item gets its category
+    s = m.scores(["new"], {}, {"new": ["i1"]})[0]
+    top = [m.item_ids[x] for x in np.argsort(-s)[:10]]
+    assert sum(cat.get(i, "a") == "a" for i in top) >= 8
+    assert not np.allclose(s, plain.scores(["new"], {}, {"new": ["i1"]})[0])
+
+
+def test_identity_dropout_trains_items_as_cold_items_are_scored():
+    train, itok, hist, cat = _data()
+    warm = sorted(set(train[C.item]))
+    iidx = {i: j for j, i in enumerate(warm)}
+    tok = {"category=a": 0, "category=b": 1}
+    full = _features(warm, iidx, itok, tok, True, 1.0)
+    drop = _IdentityDropout(full, len(warm), itok, warm, 0.5, 0)
+    f = drop.epoch()
+    no_id = np.asarray(f[:, : len(warm)].sum(axis=1)).ravel() == 0
+    assert no_id.sum() == len(warm) // 2             # the share, every epoch a new draw
+    cold_row = _features(["cold"], iidx, itok, tok, False) * 0.5   # how "cold" is scored
+    a = next(j for j, i in enumerate(warm) if no_id[j] and cat[i] == "a")
+    np.testing.assert_allclose(f[a].toarray(), cold_row.toarray())
+    assert not np.array_equal(no_id, np.asarray(drop.epoch()[:, : len(warm)].sum(axis=1)
+                                                 ).ravel() == 0)
+    assert _IdentityDropout(full, len(warm), itok, warm, 0.0, 0).epoch() is full
+    # trained so, the cold category-a item still ranks above every category-b item for a
+    # user who just touched category a
+    m = LightFMRecommender(ModelParams(no_components=8, epochs=15, num_threads=1,
+                                       session_items=5, item_identity_dropout=0.3)).fit(
+        train, {}, itok, history=hist)
+    s = m.scores(["new"], {}, {"new": ["i1", "i2", "i3"]})[0]
+    assert s[m.item_index["cold"]] > s[[m.item_index[i] for i, c in cat.items() if c == "b"]].max()
