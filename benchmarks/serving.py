@@ -177,20 +177,14 @@ def product_goals(root: Path, users: list[str], n: int, host: str = "127.0.0.1")
         rows.append(("(f) /recommendations, 1 worker", 32, res, cpu))
     finally:
         stop(srv)
-    srv, port = serve(2)
-    try:
-        _loadgen.run(host, port, plain, 32, 600)
-        res, cpu = timed(host, port, plain, 32, n, srv.pid)
-        rows.append(("(f) /recommendations, 2 workers", 32, res, cpu))
-    finally:
-        stop(srv)
-    srv, port = serve(2, "--worker-sessions")
-    try:
-        _loadgen.run(host, port, plain, 32, 600)
-        res, cpu = timed(host, port, plain, 32, n, srv.pid)
-        rows.append(("(f) /recommendations, 2 workers, own sessions", 32, res, cpu))
-    finally:
-        stop(srv)
+    for label, extra in (("2 workers", ()), ("2 workers, own sessions", ("--worker-sessions",))):
+        srv, port = serve(2, *extra)
+        try:
+            _loadgen.run(host, port, plain, 32, 600)
+            res, cpu = timed(host, port, plain, 32, n, srv.pid)
+            rows.append((f"(f) /recommendations, {label}", 32, res, cpu))
+        finally:
+            stop(srv)
     # the same two workers started by uvicorn's own --workers: one listening socket shared
     port = free_port()
     srv = start([sys.executable, "-m", "uvicorn", "pipeline.serving.app:app_from_env", "--factory",
