@@ -150,6 +150,11 @@ class SearchParams(_Frozen):
     seed: int = 42
     budget_seconds: float = Field(600.0, gt=0)
     budget_clock: Literal["cpu", "wall"] = "cpu"
+    #: with more than one trial, each trial fits on the fit-part pairs of at most this many
+    #: users (every scored validation user plus a seeded sample of the others; null = all), so
+    #: a search on a large data set costs a fraction of full fits; the winner is then refitted
+    #: on all of train, and serving's refit sees all the data
+    sample_users: int | None = Field(50_000, gt=0)
     tokens: tuple[Literal["none", "users", "items", "all"], ...] = Field(
         ("none", "all"), min_length=1)
     token_weight: tuple[Annotated[float, Field(gt=0)], ...] = (0.25, 1.0)

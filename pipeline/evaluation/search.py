@@ -7,7 +7,9 @@ then refitted on all of train (fit part + validation), the data the holdout is j
   tokens at each ``token_weight``) at the model's own hyperparameters, so tokens that do not
   help are switched off by validation; then the hyperparameter grid (or a seeded random draw
   from it) with the winning set. Each trial early-stops on the validation slice; no trial
-  starts once ``budget_seconds`` (CPU or wall, ``budget_clock``) have passed.
+  starts once ``budget_seconds`` (CPU or wall, ``budget_clock``) have passed. On a large data
+  set the trials fit on ``sample_users`` users (the scored validation users and a seeded sample
+  of the others) and only the winner is fitted on everything.
 - **ALS**: the grid ``baselines.als`` factors × regularization × alpha.
 - **EASE**: each λ of ``baselines.ease.regularization``, one Gram matrix for all, only when the
   catalogue has at most ``baselines.ease.max_items`` items.
@@ -237,6 +239,11 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
     cpu = m.search.budget_clock == "cpu"
     start = time.process_time() if cpu else t0
 
+    sets = feature_sets(m)
+    # one trial alone is fitted on everything; a search fits its trials on a sample of users
+    part = (fit_part if vs is None or len(sets) + len(hyper_grid(m)) <= 1 else
+            trial_pairs(fit_part, vs.users, m.search.sample_users, m.seed))
+
     def run(cfgs: list[ModelParams], first_free: bool) -> None:
         nonlocal best
         for n, cfg in enumerate(cfgs):
@@ -246,7 +253,7 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
                                       f"model.search.budget_seconds {m.search.budget_seconds} "
                                       f"({m.search.budget_clock}) passed")
                 return
-            trial, model, curve = _lightfm_trial(cfg, fit_part, validation, utok, itok, k,
+            trial, model, curve = _lightfm_trial(cfg, part, validation, utok, itok, k,
                                                  history, vs)
             mine.append(trial)
             trials.append(trial)
@@ -255,7 +262,7 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
             if model is not None and (best is None or _score(trial) > _score(best[0])):
                 best = (trial, cfg, model, curve)
 
-    run(feature_sets(m), first_free=True)
+    run(sets, first_free=True)
     if best is not None and "lightfm" not in skipped:
         run(hyper_grid(best[1]), first_free=False)
     _best("lightfm", mine)   # raises when every trial failed
@@ -263,10 +270,11 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
     trial, cfg, model, curve = best
     fitted = model
     t1 = time.perf_counter()
-    if cfg.refit:
-        model = refit_lightfm(cfg, trial.best_epoch or 1, train,
+    if cfg.refit or part is not fit_part:   # a sampled trial's model never stands for the family
+        model = refit_lightfm(cfg, trial.best_epoch or 1, train if cfg.refit else fit_part,
                               utok if cfg.user_features else None,
-                              itok if cfg.item_features else None, full_history or history)
+                              itok if cfg.item_features else None,
+                              (full_history or history) if cfg.refit else history)
     return Tuned("lightfm", trial, model, {"best_epoch": trial.best_epoch, "curve": curve,
                                            "report": {"best_epoch": trial.best_epoch,
                                                       "refit": cfg.refit}},

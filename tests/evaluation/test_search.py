@@ -160,3 +160,32 @@ def test_a_validation_slice_without_fitted_users_is_one_line(data):
     strangers = pd.DataFrame({C.user: ["x1", "x2"], C.item: ["i000", "i001"], C.confidence: 1.0})
     with pytest.raises(DataError, match="too small for validation"):
         search.select(PARAMS, fit, strangers, train, {}, itok)
+
+
+def test_trials_fit_on_a_sample_of_users_and_the_winner_on_all(data):
+    """With ``search.sample_users`` below the fit part's users, every trial fits on the scored
+    validation users plus a seeded sample of the others; the family's model on all of train."""
+    import time
+
+    from pipeline.evaluation.validation import ValidationSlice
+
+    train, fit, val, itok = data
+    m = PARAMS.model.model_copy(update={"validation_users": 30, "search": PARAMS.model.search.model_copy(
+        update={"sample_users": 60})})
+    vs = ValidationSlice(fit, val, m.validation_users, m.seed)
+    trials: list = []
+    t = search.tune_lightfm(m, fit, val, train, {}, itok, 10, time.perf_counter(), trials, {},
+                            vs=vs, keep=True)
+    assert len(trials) == 3
+    seen = set(t.validation_model.user_ids)          # the best trial's own fit
+    assert len(seen) == 60 and set(vs.users) <= seen
+    assert set(t.model.user_ids) == set(train[C.user])
+    assert t.model.epochs_trained == t.best.best_epoch
+    # the same sample again (seeded), and no sampling when the users fit under the bound
+    again = search.tune_lightfm(m, fit, val, train, {}, itok, 10, time.perf_counter(), [], {},
+                                vs=vs, keep=True)
+    assert set(again.validation_model.user_ids) == seen
+    whole = m.model_copy(update={"search": m.search.model_copy(update={"sample_users": None})})
+    full = search.tune_lightfm(whole, fit, val, train, {}, itok, 10, time.perf_counter(), [], {},
+                               vs=vs, keep=True)
+    assert set(full.validation_model.user_ids) == set(fit[C.user])
