@@ -78,11 +78,15 @@ class Trial:
     seconds: float = 0.0
     best_epoch: int | None = None
     error: str | None = None
+    learn_seconds: float | None = None   # LightFM: inside LightFM's own epochs
 
     def row(self, n: int, k: int) -> dict:
-        return {"trial": n, "family": self.family, "setting": self.setting,
-                f"val_precision@{k}": self.val_precision, "best_epoch": self.best_epoch,
-                "seconds": round(self.seconds, 2), "error": self.error}
+        out = {"trial": n, "family": self.family, "setting": self.setting,
+               f"val_precision@{k}": self.val_precision, "best_epoch": self.best_epoch,
+               "seconds": round(self.seconds, 2), "error": self.error}
+        if self.learn_seconds is not None:
+            out["learn_seconds"] = round(self.learn_seconds, 2)
+        return out
 
 
 @dataclass
@@ -221,6 +225,7 @@ def _lightfm_trial(cfg: ModelParams, fit_part: pd.DataFrame, validation: pd.Data
         return max(r["val_precision"] for r in curve), best
 
     trial = _run(Trial("lightfm", _setting(cfg)), fit)
+    trial.learn_seconds = getattr(out.get("model"), "learn_seconds", None)
     return trial, out.get("model"), out.get("curve", [])
 
 
@@ -275,9 +280,12 @@ def tune_lightfm(m: ModelParams, fit_part: pd.DataFrame, validation: pd.DataFram
                               utok if cfg.user_features else None,
                               itok if cfg.item_features else None,
                               (full_history or history) if cfg.refit else history)
+    report = {"best_epoch": trial.best_epoch, "epochs_run": len(curve), "refit": cfg.refit,
+              "trial_users": int(part[C.user].nunique()), "fit_part_users": int(fit_part[C.user].nunique())}
+    if model is not fitted:
+        report["refit_learn_seconds"] = round(getattr(model, "learn_seconds", 0.0), 2)
     return Tuned("lightfm", trial, model, {"best_epoch": trial.best_epoch, "curve": curve,
-                                           "report": {"best_epoch": trial.best_epoch,
-                                                      "refit": cfg.refit}},
+                                           "report": report},
                  time.perf_counter() - t1, validation_model=fitted if keep else None)
 
 

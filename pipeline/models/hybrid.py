@@ -13,6 +13,8 @@ training as of the cutoff and at request time alike (``session_items``).
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -211,13 +213,16 @@ class LightFMRecommender(RecommenderBase):
                     max_sampled=p.max_sampled, random_state=p.seed + j)
             for j in range(p.ensemble)]
         self.popularity = popularity_scores(train, self.item_ids)
+        self.learn_seconds = 0.0   # inside LightFM only: the benchmark's "bare fit" share
         for epoch in range(p.epochs):
             inter, weights = pairs.epoch()
             itf_epoch = dropout.epoch()
+            t = time.perf_counter()
             for m in self._members:
                 m.fit_partial(inter, user_features=uf, item_features=itf_epoch,
                               sample_weight=weights,
                               epochs=1, num_threads=p.num_threads)
+            self.learn_seconds += time.perf_counter() - t
             self._snapshot(itf)
             self.epochs_trained = epoch + 1
             if on_epoch and on_epoch(epoch, self):
