@@ -171,12 +171,17 @@ def session_tokens(history: Mapping[str, Sequence[str]], items: Mapping[str, Seq
     for u, recent in history.items():
         toks: list[str] = []
         for r, it in enumerate(list(recent)[:n]):
-            one = [f"{SESSION_PREFIX}item={it}", *(f"{SESSION_PREFIX}{t}" for t in items.get(it, ())
-                                          if t.split("=", 1)[0] not in _BEHAVIOUR)]
+            one = session_token_names(it, items.get(it, ()))
             toks += one * (n - r)  # recency: the newest item weighs n, the n-th weighs 1
         if toks:
             out[u] = toks
     return out
+
+
+def session_token_names(item: str, item_tokens: Sequence[str]) -> list[str]:
+    """The session tokens one recent ``item`` (with its static tokens) gives, once."""
+    return [f"{SESSION_PREFIX}item={item}", *(f"{SESSION_PREFIX}{t}" for t in item_tokens
+                                            if t.split("=", 1)[0] not in _BEHAVIOUR)]
 
 
 #: built-in user tokens that describe a user's behaviour so far (recomputed for a short history)
