@@ -41,12 +41,18 @@ def test_tokens_from_frames_and_online_dicts_agree():
     assert it == {"i": ["category=x", "popularity=10"]}
 
 
+@pytest.mark.parametrize("path", ["threshold", "block"])
 @pytest.mark.parametrize("ties", [False, True])
-def test_block_top_k_equals_a_full_stable_sort(ties):
-    """Wide enough for the block pre-selection (6001 items, k up to 20): the same indices and
-    scores as a full stable sort, with ties, -inf cells, all-excluded and constant rows."""
+def test_block_top_k_equals_a_full_stable_sort(ties, path, monkeypatch):
+    """Wide enough for the threshold and the block pre-selection (6001 items, k up to 20):
+    the same indices and scores as a full stable sort, with ties, -inf cells, all-excluded
+    and constant rows (those the threshold leaves to the block pass, as does a probe
+    narrower than k)."""
+    from pipeline.models import ranking
     from pipeline.models.ranking import top_k_masked
 
+    if path == "block":
+        monkeypatch.setattr(ranking, "PROBE", 10**6)
     rng = np.random.default_rng(1)
     s = rng.standard_normal((40, 6001)).astype(np.float32)
     if ties:
