@@ -42,6 +42,19 @@ def exclusion_cells(users: list[str], item_index: dict[str, int],
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
 
 
+def exclusion_rows(lists: Sequence[Sequence[str]], items: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exclusion_cells` for a batch whose excluded items come as one list per row:
+    one vocabulary lookup (``items``, the model's item ids as an index) over the flattened
+    lists instead of a dict lookup per (user, item); unknown items are ignored."""
+    lens = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    if not lens.sum():
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    cols = items.get_indexer([it for xs in lists for it in xs])
+    rows = np.repeat(np.arange(len(lists), dtype=np.int64), lens)
+    ok = cols >= 0
+    return rows[ok], cols[ok].astype(np.int64)
+
+
 def pair_matrix(pairs: pd.DataFrame, users: Sequence[str], items: Sequence[str]) -> sp.csr_matrix:
     """Boolean CSR (users × items) of the (user, item) pairs of ``pairs`` that fall inside
     both (``users`` and ``items`` unique); rows with sorted column indices."""
