@@ -10,6 +10,7 @@ rank, item_id, score, model_version; written atomically.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +66,11 @@ def export(params: Params, paths: Paths, k: int, out: Path | None, users: list[s
     parts: list[Ranked] = []
     sources: dict[str, int] = {}
     b = params.serving.export_batch
-    with threadpool_limits(limits=params.serving.export_blas_threads):
-        for s in range(0, len(users), b):
-            r = rec.rank(users[s:s + b], k, digests=to_online_store)
+    batches = [users[s:s + b] for s in range(0, len(users), b)]
+    with threadpool_limits(limits=params.serving.export_blas_threads), \
+            ThreadPoolExecutor(params.serving.export_threads) as pool:
+        # batches in parallel threads: the products, masks and top-k release the GIL
+        for r in pool.map(lambda batch: rec.rank(batch, k, digests=to_online_store), batches):
             parts.append(r)
             sources[r.source] = sources.get(r.source, 0) + len(r.users)
     secs = time.perf_counter() - t0
