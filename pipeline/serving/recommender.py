@@ -27,7 +27,7 @@ from pipeline.feature_store.reader import OnlineReader
 from pipeline.features import recent
 from pipeline.models.artifact import load_model
 from pipeline.models.base import RecommenderBase
-from pipeline.models.ranking import exclusion_rows, top_k_indices, top_k_masked
+from pipeline.models.ranking import exclusion_rows, top_k_masked
 from pipeline.models.tokens import model_tokens, user_columns
 from pipeline.registry import versions
 from pipeline.serving import metrics
@@ -331,8 +331,12 @@ class Recommender:
         allowed = cat.mask(filters)
         rows = [r for r, it in enumerate(items) if it in cat.index]
         cols = [cat.index[items[r]] for r in rows]
-        excluded = (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
-        idx, sc = top_k_indices(q @ cat.vectors_t, k, excluded, allowed)  # type: ignore[operator]
+        # the product is this call's own matrix: masked in place (top_k_indices would copy it)
+        s = q @ cat.vectors_t  # type: ignore[operator]
+        if allowed is not None:
+            np.copyto(s, -np.inf, where=~allowed)
+        s[np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)] = -np.inf
+        idx, sc = top_k_masked(s, k)
         out = []
         for r, it in enumerate(items):
             ok = np.isfinite(sc[r]) & (it not in missing)
