@@ -67,10 +67,13 @@ def export(params: Params, paths: Paths, k: int, out: Path | None, users: list[s
     sources: dict[str, int] = {}
     b = params.serving.export_batch
     batches = [users[s:s + b] for s in range(0, len(users), b)]
+    threads = params.serving.export_threads
     with threadpool_limits(limits=params.serving.export_blas_threads), \
-            ThreadPoolExecutor(params.serving.export_threads) as pool:
+            ThreadPoolExecutor(threads) as pool:
         # batches in parallel threads: the products, masks and top-k release the GIL
-        for r in pool.map(lambda batch: rec.rank(batch, k, digests=to_online_store), batches):
+        ranked = (pool.map if threads > 1 else map)(
+            lambda batch: rec.rank(batch, k, digests=to_online_store), batches)
+        for r in ranked:
             parts.append(r)
             sources[r.source] = sources.get(r.source, 0) + len(r.users)
     secs = time.perf_counter() - t0
