@@ -42,14 +42,20 @@ def exclusion_cells(users: list[str], item_index: dict[str, int],
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
 
 
-def exclusion_rows(lists: Sequence[Sequence[str]], items: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+def exclusion_rows(lists: Sequence[Sequence[str]], items: pd.Index, item_index: Mapping[str, int]
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`exclusion_cells` for a batch whose excluded items come as one list per row:
-    one vocabulary lookup (``items``, the model's item ids as an index) over the flattened
-    lists instead of a dict lookup per (user, item); unknown items are ignored."""
+    one lookup in ``items`` (the model's item ids as an index) over the flattened lists
+    instead of a dict lookup per (user, item); a request's few items go through the dict
+    ``item_index`` (the index call alone costs ~30 µs, 40 dict lookups ~4 µs). Unknown items
+    are ignored."""
     lens = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-    if not lens.sum():
+    total = int(lens.sum())
+    if not total:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    cols = items.get_indexer([it for xs in lists for it in xs])
+    flat = [it for xs in lists for it in xs]
+    cols = (items.get_indexer(flat) if total > 256 else
+            np.fromiter((item_index.get(it, -1) for it in flat), dtype=np.int64, count=total))
     rows = np.repeat(np.arange(len(lists), dtype=np.int64), lens)
     ok = cols >= 0
     return rows[ok], cols[ok].astype(np.int64)

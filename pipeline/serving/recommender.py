@@ -308,7 +308,7 @@ class Recommender:
             # a fresh matrix is this call's own: masked in place, no second users × items copy
             if allowed is not None:
                 np.copyto(s, -np.inf, where=~allowed)
-            cells = exclusion_rows(exclude, served.catalogue.positions)
+            cells = exclusion_rows(exclude, served.catalogue.positions, model.item_index)
             if len(cells[0]):
                 s[cells] = -np.inf
             idx, sc = top_k_masked(s, k)

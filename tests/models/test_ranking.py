@@ -91,3 +91,21 @@ def test_top_k_of_a_shared_row_equals_masking_every_row():
             idx, sc = top_k_shared(row, order, exc, start, rows, k)
             want = top_k_masked(s, k)
             assert np.array_equal(idx, want[0]) and np.array_equal(sc, want[1])
+
+
+@pytest.mark.parametrize("n", [3, 400])
+def test_exclusion_rows_equal_exclusion_cells(n):
+    """Per-row lists (the batch path, by index lookup or by dict) give the cells the
+    per-user dict path gives, unknown items ignored."""
+    import pandas as pd
+
+    from pipeline.models.ranking import exclusion_cells, exclusion_rows
+
+    items = np.asarray([f"i{j}" for j in range(50)], dtype=object)
+    index = {it: j for j, it in enumerate(items)}
+    rng = np.random.default_rng(4)
+    users = [f"u{r}" for r in range(n)]
+    lists = [[*rng.choice(items, int(rng.integers(0, 4))), "zzz"] if r % 3 else [] for r in range(n)]
+    got = exclusion_rows(lists, pd.Index(items), index)
+    want = exclusion_cells(users, index, dict(zip(users, lists, strict=True)))
+    assert sorted(zip(*got, strict=True)) == sorted(zip(*want, strict=True))
