@@ -358,7 +358,8 @@ class LightFMRecommender(RecommenderBase):
                 known = key >= 0
                 key, hrow, rep = key[known], hrow[known], (n_s - pos)[known]
                 width = ptr[key + 1] - ptr[key]
-                at = np.repeat(ptr[key] - (np.cumsum(width) - width), width) + np.arange(int(width.sum()))
+                at = (np.repeat(ptr[key] - (np.cumsum(width) - width), width)
+                      + np.arange(int(width.sum())))
                 rows.append(np.repeat(hrow, width))
                 cols.append(scols[at])
                 mult.append(np.repeat(rep, width))  # an item at recency r: its tokens n - r times
@@ -372,7 +373,8 @@ class LightFMRecommender(RecommenderBase):
         # there: n equal float32 values summed one by one, so the same sum here)
         r, c, w = np.repeat(r, m), np.repeat(c + n_id, m), np.repeat(w, m)
         if self.uses_identity:
-            ident = np.fromiter((self._uidx.get(u, -1) for u in users), dtype=np.int64, count=n_users)
+            ident = np.fromiter((self._uidx.get(u, -1) for u in users), dtype=np.int64,
+                                count=n_users)
             has_id = np.flatnonzero(ident >= 0)
             r = np.concatenate([has_id, r])
             c = np.concatenate([ident[has_id], c])

@@ -180,14 +180,15 @@ MAX_CANDIDATES = 16
 
 def _by_threshold(s: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact top-kk of the rows of ``s`` whose candidates are few: (rows done, their
-    columns, their scores). A row's kk-th best cell among any subset of its columns is a lower
-    bound of its kk-th best overall, so every top-kk cell is ≥ it; the subset (the probe) is
-    the :data:`PROBE` columns with the highest maximum over :data:`PROBE_ROWS` rows of the
-    batch, where most rows' best cells are (a column mean would drop every item one user of the batch excluded: 650
-    candidates per row instead of 50 at 60k items). Then one comparison pass over the matrix, the candidate cells (typically just over
-    kk per row) ranked by score, ties by column. Rows whose bound is -inf (fewer than kk
-    finite probe cells) or that have more than :data:`MAX_CANDIDATES` · kk candidates (many
-    ties) are left to the caller."""
+    columns, their scores). A row's kk-th best cell among any subset of its columns is a
+    lower bound of its kk-th best overall, so every top-kk cell is ≥ it. The subset (the
+    probe) is the :data:`PROBE` columns with the highest maximum over :data:`PROBE_ROWS`
+    rows of the batch, where most rows' best cells are (a column mean would drop every item
+    one user of the batch excluded: 650 candidates per row instead of 50 at 60k items). Then
+    one comparison pass over the matrix, and the candidate cells (typically just over kk per
+    row) ranked by score, ties by column. Rows whose bound is -inf (fewer than kk finite
+    probe cells) or with more than :data:`MAX_CANDIDATES` · kk candidates (many ties) are
+    left to the caller."""
     n_rows, n = s.shape
     probe_n = min(PROBE, n)
     sample = s[::max(1, n_rows // PROBE_ROWS)]            # 50.1 vs 51.3 candidates, 30x cheaper
