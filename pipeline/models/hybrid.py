@@ -27,7 +27,7 @@ from pipeline.models.popularity import catalogue, popularity_scores
 from pipeline.models.tokens import (
     SESSION_PREFIX,
     merge,
-    session_token_names,
+    session_token_table,
     session_tokens,
     short_history_tokens,
 )
@@ -389,7 +389,7 @@ class LightFMRecommender(RecommenderBase):
     def _batch_tables(self) -> tuple[pd.Index, np.ndarray, tuple[pd.Index, np.ndarray, np.ndarray]]:
         """What :meth:`_user_vectors_batch` looks tokens up in, built once per model: the user
         vocabulary as an index, whether each token is a session token, and per item id the
-        vocabulary columns of its session tokens (:func:`tokens.session_token_names`, those
+        vocabulary columns of its session tokens (:func:`tokens.session_token_table`, those
         the vocabulary has; an id the item table lacks has at most ``recent_item=<id>``)."""
         cached = getattr(self, "_tables", None)
         if cached is not None and cached[0] is self._utok:
@@ -401,11 +401,7 @@ class LightFMRecommender(RecommenderBase):
         prefix = f"{SESSION_PREFIX}item="
         ids = list(tmap) + [t[len(prefix):] for t in self.user_vocab
                             if t.startswith(prefix) and t[len(prefix):] not in tmap]
-        per = [[self._utok[t] for t in session_token_names(it, tmap.get(it, ())) if t in self._utok]
-               for it in ids]
-        ptr = np.zeros(len(ids) + 1, dtype=np.int64)
-        np.cumsum([len(x) for x in per], out=ptr[1:])
-        scols = np.fromiter((j for x in per for j in x), dtype=np.int64, count=int(ptr[-1]))
+        ptr, scols = session_token_table(ids, tmap, self._utok)
         out = (vocab, is_session, (pd.Index(ids, dtype=object), ptr, scols))
         self._tables = (self._utok, out)
         return out
