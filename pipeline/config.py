@@ -292,6 +292,7 @@ class ServingParams(_Frozen):
     blas_threads: int = Field(1, ge=1)
     cache_first: bool = False
     export_blas_threads: int = Field(1, ge=1)
+    export_threads: int = Field(1, ge=1)
 
 
 class Params(_Frozen):

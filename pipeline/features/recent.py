@@ -11,6 +11,7 @@ array was written before this format; it is read as comma-separated until the ne
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -37,6 +38,23 @@ def decode(value: Any) -> list[str]:
         if isinstance(out, list):
             return [str(x) for x in out]
     return text.split(",")  # the comma-joined format of older feature files
+
+
+def decode_many(values: Sequence[Any]) -> list[list[str]]:
+    """:func:`decode` of each value, for a batch (the export): the JSON arrays are parsed as
+    one array of arrays, one ``json.loads`` instead of one per user; any value that is not
+    JSON array text (or None / empty) sends the batch through :func:`decode` one by one."""
+    if not all(v is None or (type(v) is str and (v == "" or v.startswith("["))) for v in values):
+        return [decode(v) for v in values]
+    try:
+        out = json.loads("[" + ",".join(v or "[]" for v in values) + "]")
+    except ValueError:
+        return [decode(v) for v in values]
+    if len(out) != len(values) or not all(type(x) is list for x in out):
+        return [decode(v) for v in values]
+    if not {type(x) for xs in out for x in xs} <= {str}:   # numbers in hand-written JSON
+        out = [[str(x) for x in xs] for xs in out]
+    return out
 
 
 def history(users, values) -> dict[str, list[str]]:

@@ -26,7 +26,13 @@ from pipeline.columns import Columns as C
 from pipeline.config import SELECTION_KEYS, ModelParams
 from pipeline.models.base import History, RecommenderBase, TokenMap
 from pipeline.models.popularity import catalogue, popularity_scores
-from pipeline.models.tokens import SESSION_PREFIX, merge, session_tokens, short_history_tokens
+from pipeline.models.tokens import (
+    SESSION_PREFIX,
+    merge,
+    session_token_table,
+    session_tokens,
+    short_history_tokens,
+)
 
 
 def _token_weights(toks: list[str], token_weight: float, session_weight: float) -> list[float]:
@@ -324,17 +330,96 @@ class LightFMRecommender(RecommenderBase):
         tokens = user_tokens or {}
         if len(users) <= 64:  # serving: a gather beats building a sparse matrix
             return self._user_vectors_small(users, tokens)
-        f = _features(users, self._uidx, tokens, self._utok, self.uses_identity,
-                      self.params.token_weight, self.params.session_weight)
+        return self._user_vectors_batch(users, tokens, None)
+
+    def _user_vectors_batch(self, users: list[str], tokens: TokenMap, history: History | None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_features` of ``tokens`` plus the session tokens of ``history`` (as
+        :meth:`_with_session` adds them) times the user embeddings, without a Python step per
+        token: the same COO cells (token columns by a vocabulary lookup over the batch's
+        flattened tokens, session cells from a per-item table of its session-token columns,
+        repeated by recency), then the same scipy sum and normalisation, so the matrix is
+        bit for bit the one ``_features`` builds and the export scores what it scored."""
+        p, n_id = self.params, len(self._uidx)
+        vocab, is_session, table = self._batch_tables()
+        n_users = len(users)
+        lists = [tokens.get(u, ()) for u in users]
+        lens = np.fromiter(map(len, lists), dtype=np.int64, count=n_users)
+        flat = [t for toks in lists for t in toks]
+        tcol = vocab.get_indexer(flat) if flat else np.zeros(0, dtype=np.int64)
+        trow = np.repeat(np.arange(n_users, dtype=np.int64), lens)
+        ok = tcol >= 0
+        rows, cols, mult = [trow[ok]], [tcol[ok]], [np.ones(int(ok.sum()), dtype=np.int64)]
+        n_s = p.session_items
+        if history and n_s:
+            keys, ptr, scols = table
+            recent = [list(history.get(u, ()))[:n_s] for u in users]
+            hlens = np.fromiter(map(len, recent), dtype=np.int64, count=n_users)
+            hflat = [it for h in recent for it in h]
+            if hflat:
+                key = keys.get_indexer(hflat)
+                hrow = np.repeat(np.arange(n_users, dtype=np.int64), hlens)
+                pos = np.arange(len(hflat)) - np.repeat(np.cumsum(hlens) - hlens, hlens)
+                known = key >= 0
+                key, hrow, rep = key[known], hrow[known], (n_s - pos)[known]
+                width = ptr[key + 1] - ptr[key]
+                at = (np.repeat(ptr[key] - (np.cumsum(width) - width), width)
+                      + np.arange(int(width.sum())))
+                rows.append(np.repeat(hrow, width))
+                cols.append(scols[at])
+                mult.append(np.repeat(rep, width))  # an item at recency r: its tokens n - r times
+        r, c, m = np.concatenate(rows), np.concatenate(cols), np.concatenate(mult)
+        sess = is_session[c]
+        cnt_s = np.bincount(r, weights=m * sess, minlength=n_users)
+        cnt_o = np.bincount(r, weights=m * ~sess, minlength=n_users)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.where(sess, p.session_weight / cnt_s[r], p.token_weight / cnt_o[r])
+        # each cell repeated as often as ``_features`` lists it (duplicates are summed in float32
+        # there: n equal float32 values summed one by one, so the same sum here)
+        r, c, w = np.repeat(r, m), np.repeat(c + n_id, m), np.repeat(w, m)
+        if self.uses_identity:
+            ident = np.fromiter((self._uidx.get(u, -1) for u in users), dtype=np.int64,
+                                count=n_users)
+            has_id = np.flatnonzero(ident >= 0)
+            r = np.concatenate([has_id, r])
+            c = np.concatenate([ident[has_id], c])
+            w = np.concatenate([np.ones(len(has_id)), w])
+        f = sp.csr_matrix((w.astype(np.float32), (r, c)), shape=(n_users, n_id + len(self._utok)))
+        norm = np.asarray(f.sum(axis=1)).ravel()
+        norm[norm == 0] = 1.0
+        f = sp.csr_matrix(sp.diags(1.0 / norm) @ f, dtype=np.float32)
         has = np.asarray(f.getnnz(axis=1) > 0)
         return np.asarray(f @ self.user_emb, dtype=np.float32), has
+
+    def _batch_tables(self) -> tuple[pd.Index, np.ndarray, tuple[pd.Index, np.ndarray, np.ndarray]]:
+        """What :meth:`_user_vectors_batch` looks tokens up in, built once per model: the user
+        vocabulary as an index, whether each token is a session token, and per item id the
+        vocabulary columns of its session tokens (:func:`tokens.session_token_table`, those
+        the vocabulary has; an id the item table lacks has at most ``recent_item=<id>``)."""
+        cached = getattr(self, "_tables", None)
+        if cached is not None and cached[0] is self._utok:
+            return cached[1]
+        vocab = pd.Index(self.user_vocab, dtype=object)
+        is_session = np.fromiter((t.startswith(SESSION_PREFIX) for t in self.user_vocab),
+                                 dtype=bool, count=len(self.user_vocab))
+        tmap = getattr(self, "item_token_map", {}) or {}
+        prefix = f"{SESSION_PREFIX}item="
+        ids = list(tmap) + [t[len(prefix):] for t in self.user_vocab
+                            if t.startswith(prefix) and t[len(prefix):] not in tmap]
+        ptr, scols = session_token_table(ids, tmap, self._utok)
+        out = (vocab, is_session, (pd.Index(ids, dtype=object), ptr, scols))
+        self._tables = (self._utok, out)
+        return out
 
     def scores(self, users: list[str], user_tokens: TokenMap | None = None,
                history: History | None = None) -> np.ndarray:
         """(len(users) × n_items) scores; users without signal get the popularity order."""
         if history:
             history = {u: history[u] for u in users if u in history}
-        reps, has = self.user_vectors(users, self._with_session(user_tokens, history))
+        if len(users) > 64:  # a batch (export, evaluation): tokens looked up as arrays
+            reps, has = self._user_vectors_batch(users, user_tokens or {}, history)
+        else:
+            reps, has = self.user_vectors(users, self._with_session(user_tokens, history))
         s = reps @ self.item_repr.T
         s += self.item_bias[None, :]             # in place: no second (users × items) matrix
         if not has.all():

@@ -42,6 +42,25 @@ def exclusion_cells(users: list[str], item_index: dict[str, int],
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
 
 
+def exclusion_rows(lists: Sequence[Sequence[str]], items: pd.Index, item_index: Mapping[str, int]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exclusion_cells` for a batch whose excluded items come as one list per row:
+    one lookup in ``items`` (the model's item ids as an index) over the flattened lists
+    instead of a dict lookup per (user, item); a request's few items go through the dict
+    ``item_index`` (the index call alone costs ~30 µs, 40 dict lookups ~4 µs). Unknown items
+    are ignored."""
+    lens = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    total = int(lens.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    flat = [it for xs in lists for it in xs]
+    cols = (items.get_indexer(flat) if total > 256 else
+            np.fromiter((item_index.get(it, -1) for it in flat), dtype=np.int64, count=total))
+    rows = np.repeat(np.arange(len(lists), dtype=np.int64), lens)
+    ok = cols >= 0
+    return rows[ok], cols[ok].astype(np.int64)
+
+
 def pair_matrix(pairs: pd.DataFrame, users: Sequence[str], items: Sequence[str]) -> sp.csr_matrix:
     """Boolean CSR (users × items) of the (user, item) pairs of ``pairs`` that fall inside
     both (``users`` and ``items`` unique); rows with sorted column indices."""
@@ -151,6 +170,46 @@ def _one_row(row: np.ndarray, kk: int) -> np.ndarray:
 FEW_ROWS = 4
 
 
+#: columns of the threshold probe (:func:`_by_threshold`)
+PROBE = 512
+#: rows (spread over the batch) whose column maxima choose the probe
+PROBE_ROWS = 32
+#: a row with more candidate cells than this many times k goes to the block-max pass
+MAX_CANDIDATES = 16
+
+
+def _by_threshold(s: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact top-kk of the rows of ``s`` whose candidates are few: (rows done, their
+    columns, their scores). A row's kk-th best cell among any subset of its columns is a
+    lower bound of its kk-th best overall, so every top-kk cell is ≥ it. The subset (the
+    probe) is the :data:`PROBE` columns with the highest maximum over :data:`PROBE_ROWS`
+    rows of the batch, where most rows' best cells are (a column mean would drop every item
+    one user of the batch excluded: 650 candidates per row instead of 50 at 60k items). Then
+    one comparison pass over the matrix, and the candidate cells (typically just over kk per
+    row) ranked by score, ties by column. Rows whose bound is -inf (fewer than kk finite
+    probe cells) or with more than :data:`MAX_CANDIDATES` · kk candidates (many ties) are
+    left to the caller."""
+    n_rows, n = s.shape
+    probe_n = min(PROBE, n)
+    sample = s[::max(1, n_rows // PROBE_ROWS)]            # 50.1 vs 51.3 candidates, 30x cheaper
+    probe = np.argpartition(sample.max(axis=0), n - probe_n)[n - probe_n:]
+    tau = np.partition(s[:, probe], probe_n - kk, axis=1)[:, probe_n - kk]
+    flat = np.flatnonzero(s >= tau[:, None])
+    rows = flat // n
+    count = np.bincount(rows, minlength=n_rows)
+    ok = (tau > -np.inf) & (count <= MAX_CANDIDATES * kk)
+    keep = ok[rows]
+    flat, rows = flat[keep], rows[keep]
+    cols = flat - rows * n
+    vals = s.reshape(-1)[flat]
+    order = np.lexsort((cols, -vals, rows))
+    cnt = count[ok]
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    pick = order[rank < kk]                                # kk per row: at least kk are ≥ tau
+    done = np.flatnonzero(ok)
+    return done, cols[pick].reshape(len(done), kk), vals[pick].reshape(len(done), kk)
+
+
 def top_k_masked(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(item indices, scores), each (rows × min(k, items)), best first, ties by column, of a
     float32 score matrix whose excluded cells already hold -inf (they sort last)."""
@@ -162,6 +221,22 @@ def top_k_masked(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if n_rows <= FEW_ROWS:                                 # a request: ~5x faster at 50k items
         idx = np.stack([_one_row(s[r], kk) for r in range(n_rows)])
         return idx, np.take_along_axis(s, idx, axis=1)
+    if n >= 4 * PROBE and 4 * kk <= PROBE:                 # a batch: a threshold, then few cells
+        done, idx_d, val_d = _by_threshold(s, kk)
+        if len(done) == n_rows:
+            return idx_d, val_d
+        rest = np.setdiff1d(np.arange(n_rows), done)
+        idx = np.empty((n_rows, kk), dtype=np.int64)
+        val = np.empty((n_rows, kk), dtype=s.dtype)
+        idx[done], val[done] = idx_d, val_d
+        idx[rest], val[rest] = _block_max(np.ascontiguousarray(s[rest]), kk)
+        return idx, val
+    return _block_max(s, kk)
+
+
+def _block_max(s: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-kk by the block-max pre-selection (module docstring); ``s`` C-contiguous."""
+    n_rows, n = s.shape
     nb = -(-n // BLOCK)
     if nb <= 4 * kk:
         return _full_sort(s, kk)

@@ -54,6 +54,8 @@ class Catalogue:
     def __init__(self, model: RecommenderBase, params: Params, paths: Paths) -> None:
         self.item_ids = model.item_ids
         self.index = model.item_index
+        #: the same ids as a hash index: a batch's item lists are looked up in one call
+        self.positions = pd.Index(np.asarray(self.item_ids, dtype=object))
         table = _category_table(paths)
         self.category: dict[str, str | None] = dict(zip(table[C.item], table[C.category], strict=True))
         #: every item id an event may name: the model's, the catalogue's, the features'

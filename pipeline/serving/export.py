@@ -10,6 +10,7 @@ rank, item_id, score, model_version; written atomically.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +66,14 @@ def export(params: Params, paths: Paths, k: int, out: Path | None, users: list[s
     parts: list[Ranked] = []
     sources: dict[str, int] = {}
     b = params.serving.export_batch
-    with threadpool_limits(limits=params.serving.export_blas_threads):
-        for s in range(0, len(users), b):
-            r = rec.rank(users[s:s + b], k, digests=to_online_store)
+    batches = [users[s:s + b] for s in range(0, len(users), b)]
+    threads = params.serving.export_threads
+    with threadpool_limits(limits=params.serving.export_blas_threads), \
+            ThreadPoolExecutor(threads) as pool:
+        # batches in parallel threads: the products, masks and top-k release the GIL
+        ranked = (pool.map if threads > 1 else map)(
+            lambda batch: rec.rank(batch, k, digests=to_online_store), batches)
+        for r in ranked:
             parts.append(r)
             sources[r.source] = sources.get(r.source, 0) + len(r.users)
     secs = time.perf_counter() - t0

@@ -27,7 +27,7 @@ from pipeline.feature_store.reader import OnlineReader
 from pipeline.features import recent
 from pipeline.models.artifact import load_model
 from pipeline.models.base import RecommenderBase
-from pipeline.models.ranking import exclusion_cells, top_k_indices, top_k_masked
+from pipeline.models.ranking import exclusion_rows, top_k_masked
 from pipeline.models.tokens import model_tokens, user_columns
 from pipeline.registry import versions
 from pipeline.serving import metrics
@@ -286,22 +286,20 @@ class Recommender:
         t1 = time.perf_counter()
         tokens: dict[str, list[str]] = {}
         history: dict[str, list[str]] = {}
-        exclude: dict[str, list[str]] = {}
+        exclude: list[list[str]] = []   # per row of ``users`` (feats' rows are users' rows)
         if feats is not None and users:
             tokens = model_tokens(model, feats)
-            for u, seen in zip(feats[C.user], feats.get(F.recent_items) or [], strict=False):
-                if seen:
-                    history[u] = recent.decode(seen)
+            recent_col = feats.get(F.recent_items) or [None] * len(users)
+            lists = recent.decode_many(recent_col)
+            history = {u: h for u, h in zip(feats[C.user], lists, strict=True) if h}
             mode = self.params.serving.exclude_seen
             seen_col = feats.get(F.seen_items)
             if mode == "recent" or (mode == "all" and seen_col is None):
                 # a store materialized before the seen set existed: the recent items, until
                 # the next `recflow features` + `recflow materialize`
-                exclude = history
+                exclude = lists
             elif mode == "all":
-                for u, seen in zip(feats[C.user], seen_col, strict=True):
-                    if seen:
-                        exclude[u] = recent.decode(seen)
+                exclude = recent.decode_many(seen_col)
         allowed = served.catalogue.mask(filters)
         if users:
             s = np.asarray(model.scores(users, tokens, history), dtype=np.float32)
@@ -310,7 +308,7 @@ class Recommender:
             # a fresh matrix is this call's own: masked in place, no second users × items copy
             if allowed is not None:
                 np.copyto(s, -np.inf, where=~allowed)
-            cells = exclusion_cells(users, model.item_index, exclude)
+            cells = exclusion_rows(exclude, served.catalogue.positions, model.item_index)
             if len(cells[0]):
                 s[cells] = -np.inf
             idx, sc = top_k_masked(s, k)
@@ -333,8 +331,12 @@ class Recommender:
         allowed = cat.mask(filters)
         rows = [r for r, it in enumerate(items) if it in cat.index]
         cols = [cat.index[items[r]] for r in rows]
-        excluded = (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
-        idx, sc = top_k_indices(q @ cat.vectors_t, k, excluded, allowed)  # type: ignore[operator]
+        # the product is this call's own matrix: masked in place (top_k_indices would copy it)
+        s = q @ cat.vectors_t  # type: ignore[operator]
+        if allowed is not None:
+            np.copyto(s, -np.inf, where=~allowed)
+        s[np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)] = -np.inf
+        idx, sc = top_k_masked(s, k)
         out = []
         for r, it in enumerate(items):
             ok = np.isfinite(sc[r]) & (it not in missing)

@@ -26,3 +26,15 @@ def test_null_list_and_empty_values():
 def test_values_in_the_old_comma_joined_format_are_still_read():
     assert recent.decode("i3,i2,i1") == ["i3", "i2", "i1"]
     assert recent.decode("[not json") == ["[not json"]
+
+
+def test_decode_many_equals_decode_one_by_one():
+    """The batch decoder (one JSON parse) gives decode()'s lists, also for the values that
+    send it back to decoding one by one (the old comma format, numbers, broken JSON)."""
+    from pipeline.features.recent import decode, decode_many, encode
+
+    ok = [encode(["a", "b,c", 'q"x', "ü"]), None, "", "[]", encode(["z"])]
+    assert decode_many(ok) == [decode(v) for v in ok]
+    for odd in (["a,b", *ok], ['[1, "2"]', *ok], ["[broken", *ok], ['["a"]]', *ok], [7.0, *ok]):
+        assert decode_many(odd) == [decode(v) for v in odd]
+    assert decode_many([]) == []

@@ -550,6 +550,43 @@ def test_export_equals_the_api(client, built_project, tmp_path):
     assert set(df["model_version"]) == {api[0]["model_version"]}
 
 
+def test_export_batches_equal_the_api_per_user(client, built_project, tmp_path):
+    """The batch path (more than 64 users a batch: user vectors, seen sets and top-k built as
+    arrays) gives each user what a request for that user alone gets: users with more seen
+    items than ``features.recent_items``, users the model never saw, and a category filter
+    through the shared ``Recommender.rank``."""
+    from pipeline.serving.catalogue import Filters
+    from pipeline.serving.export import export
+
+    p = paths(built_project)
+    params = load_params(p.params)
+    ev = pd.read_parquet(built_project / "data/validated/events.parquet", columns=[C.user, C.item])
+    had = ev.groupby(C.user)[C.item].agg(set)
+    heavy = [u for u, s in had.items() if len(s) > params.features.recent_items]
+    users = list(dict.fromkeys(sorted(had.index)[:150] + heavy[:20] + ["never-seen-1", "never-seen-2"]))
+    assert heavy and len(users) > 64
+    out = tmp_path / "recs.parquet"
+    export(params, p, 20, out, users)
+    df = pd.read_parquet(out)
+    assert df[C.user].nunique() == len(users)
+    by_user = {u: g.sort_values(C.rank) for u, g in df.groupby(C.user)}
+    for u in users:
+        a = client.get(f"/recommendations/{u}?k=20").json()
+        assert by_user[u][C.item].tolist() == _ids(a), u
+        np.testing.assert_allclose(by_user[u][C.score], [i["score"] for i in a["items"]],
+                                   rtol=1e-5, atol=1e-6)
+    rec = Recommender(params, p)
+    cats = rec.served.catalogue.codes
+    f = Filters(categories=(sorted(cats)[len(cats) // 2],))
+    batch = rec.rank(users, 10, f)
+    ids = rec.model.item_ids
+    for r, u in enumerate(users):
+        one = rec.recommend(u, 10, f)
+        ok = np.isfinite(batch.scores[r])
+        assert ids[batch.idx[r][ok]].tolist() == one.items, u
+        np.testing.assert_allclose(batch.scores[r][ok], one.scores, rtol=1e-5, atol=1e-6)
+
+
 def test_export_cli_writes_every_user(built_project, tmp_path):
     from tests.conftest import sh
 

@@ -372,3 +372,45 @@ def test_lightfm_places_a_new_item_by_its_tokens(board, tmp_path):
     assert v.shape == (2, m.item_repr.shape[1])
     np.testing.assert_allclose(v[0], m.item_token_emb[m.item_vocab.index("parity=0")], rtol=1e-6)
     assert not v[1].any()
+
+
+@pytest.mark.parametrize("identity,token_weight,session_weight",
+                         [(False, 1.0, 1.0), (True, 0.25, 2.0), (True, 1.0, 0.5)])
+def test_lightfm_batch_user_vectors_equal_the_feature_matrix(board, identity, token_weight,
+                                                             session_weight):
+    """The array-built batch path (export, evaluation) gives bit for bit ``_features``'s
+    vectors and, to float32 rounding, the per-request gather's, on random tokens: unknown and
+    repeated tokens, session tokens from histories (unknown items, repeats, longer than
+    ``session_items``), users with nothing, identity on and off."""
+    from pipeline.models.hybrid import _features
+
+    train, _ = board
+    rng = np.random.default_rng(7)
+    utok = {f"u{u:02d}": [f"side={u % 2}", f"band={u % 5}"] for u in range(N_USERS)}
+    itok = {f"i{i:02d}": [f"kind={i % 3}", f"popularity={i % 2}"] for i in range(N_ITEMS)}
+    items = sorted(train[C.item].unique())
+    hist = {u: list(rng.choice(items, 4)) for u in utok}
+    params = TINY_LFM.model_copy(update={"epochs": 3, "session_items": 3, "user_identity": identity,
+                                         "token_weight": token_weight,
+                                         "session_weight": session_weight})
+    model = LightFMRecommender(params).fit(train, utok, itok, history=hist)
+    assert model.uses_identity == identity and any(t.startswith("recent_") for t in model.user_vocab)
+    names = [*{t for v in utok.values() for t in v}, "side=9", "recent_kind=1"]
+    users = [f"u{u:02d}" for u in rng.integers(0, N_USERS, 90)] + ["stranger", "new-1", "new-2"]
+    tokens = {u: list(rng.choice(names, int(rng.integers(0, 5)))) for u in users if u != "stranger"}
+    history = {u: list(rng.choice([*items, "i99", "unknown"], int(rng.integers(0, 6))))
+               for u in users[::2] if u != "stranger"}
+    merged = model._with_session(tokens, history)
+    f = _features(users, model._uidx, merged, model._utok, model.uses_identity,
+                  token_weight, session_weight)
+    big, big_has = model._user_vectors_batch(users, tokens, history)
+    np.testing.assert_array_equal(big, np.asarray(f @ model.user_emb, dtype=np.float32))
+    np.testing.assert_array_equal(big_has, f.getnnz(axis=1) > 0)
+    small, small_has = model._user_vectors_small(users, merged)
+    np.testing.assert_allclose(big, small, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(big_has, small_has)
+    assert not big_has[users.index("stranger")]
+    # scores of the batch (> 64 users) and of requests of one user agree, top-k included
+    s = model.scores(users, tokens, history)
+    one = np.vstack([model.scores([u], tokens, history) for u in users])
+    np.testing.assert_allclose(s, one, rtol=1e-5, atol=1e-5)

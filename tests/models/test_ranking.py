@@ -41,12 +41,18 @@ def test_tokens_from_frames_and_online_dicts_agree():
     assert it == {"i": ["category=x", "popularity=10"]}
 
 
+@pytest.mark.parametrize("path", ["threshold", "block"])
 @pytest.mark.parametrize("ties", [False, True])
-def test_block_top_k_equals_a_full_stable_sort(ties):
-    """Wide enough for the block pre-selection (6001 items, k up to 20): the same indices and
-    scores as a full stable sort, with ties, -inf cells, all-excluded and constant rows."""
+def test_block_top_k_equals_a_full_stable_sort(ties, path, monkeypatch):
+    """Wide enough for the threshold and the block pre-selection (6001 items, k up to 20):
+    the same indices and scores as a full stable sort, with ties, -inf cells, all-excluded
+    and constant rows (those the threshold leaves to the block pass, as does a probe
+    narrower than k)."""
+    from pipeline.models import ranking
     from pipeline.models.ranking import top_k_masked
 
+    if path == "block":
+        monkeypatch.setattr(ranking, "PROBE", 10**6)
     rng = np.random.default_rng(1)
     s = rng.standard_normal((40, 6001)).astype(np.float32)
     if ties:
@@ -85,3 +91,21 @@ def test_top_k_of_a_shared_row_equals_masking_every_row():
             idx, sc = top_k_shared(row, order, exc, start, rows, k)
             want = top_k_masked(s, k)
             assert np.array_equal(idx, want[0]) and np.array_equal(sc, want[1])
+
+
+@pytest.mark.parametrize("n", [3, 400])
+def test_exclusion_rows_equal_exclusion_cells(n):
+    """Per-row lists (the batch path, by index lookup or by dict) give the cells the
+    per-user dict path gives, unknown items ignored."""
+    import pandas as pd
+
+    from pipeline.models.ranking import exclusion_cells, exclusion_rows
+
+    items = np.asarray([f"i{j}" for j in range(50)], dtype=object)
+    index = {it: j for j, it in enumerate(items)}
+    rng = np.random.default_rng(4)
+    users = [f"u{r}" for r in range(n)]
+    lists = [[*rng.choice(items, int(rng.integers(0, 4))), "zzz"] if r % 3 else [] for r in range(n)]
+    got = exclusion_rows(lists, pd.Index(items), index)
+    want = exclusion_cells(users, index, dict(zip(users, lists, strict=True)))
+    assert sorted(zip(*got, strict=True)) == sorted(zip(*want, strict=True))

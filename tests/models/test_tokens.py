@@ -155,3 +155,20 @@ def test_identity_dropout_trains_items_as_cold_items_are_scored():
         train, {}, itok, history=hist)
     s = m.scores(["new"], {}, {"new": ["i1", "i2", "i3"]})[0]
     assert s[m.item_index["cold"]] > s[[m.item_index[i] for i, c in cat.items() if c == "b"]].max()
+
+
+def test_session_token_table_lists_the_session_tokens_the_vocabulary_has():
+    """Per item, the vocabulary columns of session_token_names (repeats kept, behaviour
+    tokens and tokens the vocabulary lacks left out), items without tokens included."""
+    from pipeline.models.tokens import session_token_names, session_token_table
+
+    items = {"a": ["category=x", "popularity=3", "category=x", "brand=b"], "b": ["brand=z"],
+             "c": [], "d": ["item=a"]}
+    vocab = {t: j for j, t in enumerate(["recent_item=a", "recent_category=x", "recent_brand=b",
+                                         "recent_popularity=3", "recent_item=e", "top_category=x"])}
+    ids = ["a", "b", "c", "d", "e"]
+    ptr, cols = session_token_table(ids, items, vocab)
+    for r, it in enumerate(ids):
+        want = sorted(vocab[t] for t in session_token_names(it, items.get(it, ())) if t in vocab)
+        assert sorted(cols[ptr[r]:ptr[r + 1]].tolist()) == want, it
+    assert ptr[-1] == len(cols)
