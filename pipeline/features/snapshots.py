@@ -379,11 +379,13 @@ def write(validated: Path, out_dir: Path, params: Params) -> dict:
 
 
 def features_as_of(con: duckdb.DuckDBPyConnection, user_ids: list[str], as_of: datetime,
-                   params: Params) -> pd.DataFrame:
-    """User features of ``user_ids`` as of ``as_of`` over view ``ev`` (same SQL as the stage)."""
+                   params: Params, source: str = "ev") -> pd.DataFrame:
+    """User features of ``user_ids`` as of ``as_of`` over view ``ev`` (same SQL as the stage).
+    ``source``: a relation holding at least these users' rows of ``ev`` (a user's features
+    read only their own events), so many calls need not scan every event each."""
     con.execute("CREATE OR REPLACE TEMP TABLE push_users AS SELECT unnest($u::VARCHAR[]) AS u",
                 {"u": user_ids})
-    con.sql(f"CREATE OR REPLACE TEMP VIEW ev_push AS SELECT * FROM ev "
+    con.sql(f"CREATE OR REPLACE TEMP VIEW ev_push AS SELECT * FROM {source} "
             f"WHERE {C.user} IN (SELECT u FROM push_users)")
     wide = make_pairs(con, "ev_push", [as_of], "push_pairs")
     df = con.sql(user_features_sql("ev_push", params, [as_of], "push_pairs", wide)).df()

@@ -179,6 +179,10 @@ def test_features_as_of_matches_stage_sql(tmp_path, params):
     want = users[(users[C.user] == "u1") & (users[C.ts] == END)]
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True),
                                   check_dtype=False)
+    # from a relation holding only some users' events (the replay's cold users): the same row
+    con.execute(f"CREATE TEMP TABLE some AS SELECT * FROM ev WHERE {C.user} = 'u1'")
+    again = features.features_as_of(con, ["u1"], END.to_pydatetime(), params, "some")
+    pd.testing.assert_frame_equal(again, got)
 
 
 def _reference(ev: pd.DataFrame, cats: dict, params, at: pd.Timestamp) -> pd.DataFrame:
