@@ -180,8 +180,8 @@ def test_features_as_of_matches_stage_sql(tmp_path, params):
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True),
                                   check_dtype=False)
     # from a relation holding only some users' events (the replay's cold users): the same row
-    con.execute(f"CREATE TEMP TABLE some AS SELECT * FROM ev WHERE {C.user} = 'u1'")
-    again = features.features_as_of(con, ["u1"], END.to_pydatetime(), params, "some")
+    con.execute(f"CREATE TEMP TABLE some_users AS SELECT * FROM ev WHERE {C.user} = 'u1'")
+    again = features.features_as_of(con, ["u1"], END.to_pydatetime(), params, "some_users")
     pd.testing.assert_frame_equal(again, got)
 
 
